@@ -1,0 +1,1 @@
+"""predrecon.objectives"""
