@@ -1,0 +1,373 @@
+"""Geometry of an embedding matrix: pure functions of numpy arrays.
+
+Inputs are ``x``: float array ``(n, d)`` (one row per example) and, where a metric needs
+classes, integer ``labels`` of shape ``(n,)``. All arithmetic is done in float64 (the inputs
+may be float32). Pairwise quantities cost O(m^2 d) for m rows, so they take an optional
+row subsample (``max_samples`` / ``n_samples``) drawn without replacement from
+``numpy.random.default_rng(seed)``; spectral quantities always use every row.
+
+Spectral metrics take the singular values ``sv`` of the centred matrix (see :func:`spectrum`)
+and are collected in the registry :data:`SPECTRAL_METRICS`. :func:`geometry_suite` computes
+everything in one call.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from scipy.special import logsumexp
+
+_BLOCK = 1024  # rows per block in the pairwise loops (bounds memory to BLOCK * m floats)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_x(x: np.ndarray, name: str = "x", min_rows: int = 2) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (n, d), got shape {x.shape}")
+    if x.shape[0] < min_rows or x.shape[1] < 1:
+        raise ValueError(f"{name}: need at least {min_rows} rows and 1 column, got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"{name}: expected a numeric array, got dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        bad = int(np.argwhere(~np.isfinite(x))[0][0])
+        raise ValueError(f"{name}: non-finite value in row {bad}")
+    return x
+
+
+def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"labels: expected shape ({n},), got {labels.shape}")
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise ValueError("labels: got non-integer float labels; bin regression scores first "
+                             "with bin_scores()")
+        labels = labels.astype(np.int64)
+    return labels
+
+
+def _check_sv(sv: np.ndarray) -> np.ndarray:
+    sv = np.asarray(sv, dtype=np.float64)
+    if sv.ndim != 1 or sv.size == 0:
+        raise ValueError(f"sv: expected a non-empty 1-D array of singular values, got shape {sv.shape}")
+    if not np.all(np.isfinite(sv)) or np.any(sv < 0):
+        raise ValueError("sv: singular values must be finite and >= 0")
+    if sv.sum() <= 0:
+        raise ValueError("sv: all singular values are zero (fully collapsed embeddings)")
+    return np.sort(sv)[::-1]
+
+
+def _subsample(n: int, n_samples: int | None, seed: int) -> np.ndarray | None:
+    """Row indices of a seeded subsample without replacement, or None for all rows."""
+    if n_samples is None or n_samples >= n:
+        return None
+    if n_samples < 2:
+        raise ValueError(f"n_samples must be >= 2, got {n_samples}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=n_samples, replace=False))
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x`` divided by their L2 norm (float64); all-zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+
+
+def _pair_blocks(a: np.ndarray):
+    """Yield (rows, d2_block, upper_mask) over blocks of rows: squared Euclidean distances of
+    rows ``s:e`` to all rows, and the mask of pairs (i, j) with i < j (each pair once)."""
+    n = a.shape[0]
+    sq = np.einsum("ij,ij->i", a, a)
+    cols = np.arange(n)
+    for s in range(0, n, _BLOCK):
+        e = min(n, s + _BLOCK)
+        d2 = sq[s:e, None] + sq[None, :] - 2.0 * (a[s:e] @ a.T)  # (e-s, n)
+        np.maximum(d2, 0.0, out=d2)
+        yield slice(s, e), d2, cols[None, :] > np.arange(s, e)[:, None]
+
+
+# --------------------------------------------------------------------------- pairwise metrics
+
+
+def uniformity(x: np.ndarray, t: float = 2.0, n_samples: int | None = 1000, seed: int = 0) -> float:
+    """Uniformity loss of Wang & Isola (ICML 2020), ``log E_{i<j} exp(-t ||u_i - u_j||^2)``.
+
+    ``u`` are the L2-normalised rows; the mean runs over all distinct unordered pairs of a
+    seeded subsample of ``n_samples`` rows (None: all rows; the paper uses at most 1000).
+    Range ``[-4t, 0]``: 0 when all points coincide, more negative = more uniform on the sphere.
+    Computed with a log-sum-exp, so it does not underflow for large ``t``.
+    """
+    x = _check_x(x)
+    if t <= 0:
+        raise ValueError(f"uniformity: t must be > 0, got {t}")
+    idx = _subsample(x.shape[0], n_samples, seed)
+    u = l2_normalize(x if idx is None else x[idx])
+    parts, count = [], 0
+    for _, d2, upper in _pair_blocks(u):
+        vals = -t * d2[upper]
+        if vals.size:
+            parts.append(logsumexp(vals))
+            count += vals.size
+    return float(logsumexp(parts) - np.log(count))
+
+
+def alignment(x: np.ndarray, labels: np.ndarray, alpha: float = 2.0, *, normalize: bool = True,
+              max_samples: int | None = None, seed: int = 0) -> float:
+    """Alignment of Wang & Isola (2020) with class labels as positives:
+    ``E_{(i,j) positive} ||u_i - u_j||_2^alpha``.
+
+    Positive pairs are all distinct unordered pairs (i < j) with equal labels, pooled over
+    classes (so a class with m members weighs m(m-1)/2 pairs). ``u`` are L2-normalised rows
+    when ``normalize``. Lower = positives closer. ``max_samples`` draws a seeded row subsample
+    first (None: all rows; cost O(m^2 d)). Raises if no class has two members.
+    """
+    x = _check_x(x)
+    labels = _check_labels(labels, x.shape[0])
+    if alpha <= 0:
+        raise ValueError(f"alignment: alpha must be > 0, got {alpha}")
+    idx = _subsample(x.shape[0], max_samples, seed)
+    if idx is not None:
+        x, labels = x[idx], labels[idx]
+    u = l2_normalize(x) if normalize else np.asarray(x, dtype=np.float64)
+    total, count = 0.0, 0
+    for rows, d2, upper in _pair_blocks(u):
+        pos = upper & (labels[rows, None] == labels[None, :])
+        vals = d2[pos]
+        total += float(np.sum(vals ** (alpha / 2.0)))
+        count += vals.size
+    if count == 0:
+        raise ValueError("alignment: no class has two members, so there is no positive pair")
+    return total / count
+
+
+def alignment_paper(x: np.ndarray, labels: np.ndarray, *, max_samples: int | None = None,
+                    seed: int = 0) -> float:
+    """The paper's alignment: mean 4th power of the distance between L2-normalised embeddings
+    of the same class, i.e. :func:`alignment` with ``alpha=4`` (PAPER.md, evaluation).
+    For STS-B the labels are the gold scores binned into 5 classes by :func:`bin_scores`."""
+    return alignment(x, labels, alpha=4.0, normalize=True, max_samples=max_samples, seed=seed)
+
+
+def bin_scores(scores: np.ndarray, n_bins: int = 5, low: float | None = 0.0,
+               high: float | None = 5.0) -> np.ndarray:
+    """Bin regression scores into ``n_bins`` equal-width classes over ``[low, high]``.
+
+    Class ``k`` holds ``low + k*w <= s < low + (k+1)*w`` with ``w = (high-low)/n_bins``; the top
+    edge ``high`` goes to the last class. Defaults fit STS-B (0..5 → floor(s), with 5 → 4).
+    ``low``/``high`` None use the data's min/max. Scores outside the range raise.
+    Returns int64 labels ``(n,)``.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0 or not np.all(np.isfinite(s)):
+        raise ValueError(f"bin_scores: expected a non-empty finite 1-D array, got shape {s.shape}")
+    if n_bins < 1:
+        raise ValueError(f"bin_scores: n_bins must be >= 1, got {n_bins}")
+    lo = float(s.min()) if low is None else float(low)
+    hi = float(s.max()) if high is None else float(high)
+    if not hi > lo:
+        raise ValueError(f"bin_scores: need high > low, got low={lo}, high={hi}")
+    if s.min() < lo or s.max() > hi:
+        bad = int(np.argmax((s < lo) | (s > hi)))
+        raise ValueError(f"bin_scores: score {s[bad]} at row {bad} outside [{lo}, {hi}]")
+    return np.clip(np.floor((s - lo) / (hi - lo) * n_bins), 0, n_bins - 1).astype(np.int64)
+
+
+def anisotropy(x: np.ndarray, n_pairs: int | None = None, seed: int = 0) -> float:
+    """Mean cosine similarity between distinct rows (Ethayarajh 2019's anisotropy baseline).
+
+    ``n_pairs=None`` (default) gives the exact mean over all ordered pairs i != j in O(n d) via
+    ``(||sum_i u_i||^2 - sum_i ||u_i||^2) / (n (n-1))``; an integer draws that many random
+    ordered pairs (i != j, uniform, seeded) and averages over them instead.
+    """
+    x = _check_x(x)
+    u = l2_normalize(x)
+    n = u.shape[0]
+    if n_pairs is None:
+        s = u.sum(axis=0)
+        return float((s @ s - np.einsum("ij,ij->", u, u)) / (n * (n - 1)))
+    if n_pairs < 1:
+        raise ValueError(f"anisotropy: n_pairs must be >= 1, got {n_pairs}")
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, size=n_pairs)
+    j = (i + rng.integers(1, n, size=n_pairs)) % n  # uniform over j != i
+    return float(np.mean(np.einsum("ij,ij->i", u[i], u[j])))
+
+
+def class_distance_ratio(x: np.ndarray, labels: np.ndarray, *, normalize: bool = False,
+                         max_samples: int | None = None, seed: int = 0) -> float:
+    """Intra/inter-class distance ratio: mean Euclidean distance over all distinct pairs with
+    equal labels divided by the mean over all pairs with different labels.
+
+    Pairs are pooled over classes (not averaged per class). Raw embeddings unless ``normalize``
+    (the ratio is invariant to a global scale either way). Near 0: tight, separated classes;
+    about 1: no class structure. ``max_samples`` draws a seeded row subsample first.
+    """
+    x = _check_x(x)
+    labels = _check_labels(labels, x.shape[0])
+    idx = _subsample(x.shape[0], max_samples, seed)
+    if idx is not None:
+        x, labels = x[idx], labels[idx]
+    a = l2_normalize(x) if normalize else np.asarray(x, dtype=np.float64)
+    w_sum = b_sum = 0.0
+    w_n = b_n = 0
+    for rows, d2, upper in _pair_blocks(a):
+        same = labels[rows, None] == labels[None, :]
+        d = np.sqrt(d2)
+        w, b = upper & same, upper & ~same
+        w_sum += float(d[w].sum())
+        b_sum += float(d[b].sum())
+        w_n += int(w.sum())
+        b_n += int(b.sum())
+    if w_n == 0 or b_n == 0:
+        raise ValueError("class_distance_ratio: need a class with two members and two classes")
+    if b_sum == 0:
+        raise ValueError("class_distance_ratio: all between-class distances are zero")
+    return (w_sum / w_n) / (b_sum / b_n)
+
+
+# --------------------------------------------------------------------------- spectrum
+
+
+def spectrum(x: np.ndarray, center: bool = True) -> np.ndarray:
+    """Singular values (descending, float64) of the column-centred matrix ``x - mean(x, 0)``.
+
+    Length ``min(n, d)``. When ``n >= 2d`` they are computed as the square roots of the
+    eigenvalues of the d x d Gram matrix ``Xc^T Xc`` (fp64), which equals the SVD up to fp error
+    (absolute error ~1e-8 * sigma_max on the smallest values); otherwise by an fp64 SVD.
+    """
+    x = _check_x(x, min_rows=1)
+    a = np.asarray(x, dtype=np.float64)
+    if center:
+        a = a - a.mean(axis=0)
+    n, d = a.shape
+    if n >= 2 * d:
+        ev = np.linalg.eigvalsh(a.T @ a)  # ascending
+        return np.sqrt(np.clip(ev, 0.0, None))[::-1].copy()
+    return np.linalg.svd(a, compute_uv=False)
+
+
+def _probs(sv: np.ndarray) -> np.ndarray:
+    return sv / sv.sum()
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def effective_rank(sv: np.ndarray) -> float:
+    """Effective rank of Roy & Vetterli (2007): ``exp(H(p))``, ``p = sigma / sum(sigma)``,
+    Shannon entropy in nats with 0 log 0 = 0. Equals k for k equal non-zero values, 1 for a
+    rank-1 matrix."""
+    return float(np.exp(_entropy(_probs(_check_sv(sv)))))
+
+
+def rankme(sv: np.ndarray, eps: float = 1e-7) -> float:
+    """RankMe of Garrido et al. (ICML 2023): ``exp(-sum_k p_k log p_k)`` with
+    ``p_k = sigma_k / ||sigma||_1 + eps`` (their eps = 1e-7). Equals :func:`effective_rank` up to
+    the eps term. Garrido et al. use the uncentred embedding matrix; pass what you want."""
+    sv = _check_sv(sv)
+    p = _probs(sv) + eps
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def rank_at_variance(sv: np.ndarray, threshold: float = 0.9) -> int:
+    """Smallest k such that the top-k share of the variance ``sum_{i<=k} sigma_i^2 / sum sigma^2``
+    is >= ``threshold`` (compared with a 1e-12 tolerance against fp rounding)."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f"rank_at_variance: threshold must be in (0, 1], got {threshold}")
+    var = _check_sv(sv) ** 2
+    cum = np.cumsum(var) / var.sum()
+    return int(min(np.searchsorted(cum, threshold - 1e-12, side="left") + 1, var.size))
+
+
+def stable_rank(sv: np.ndarray) -> float:
+    """Stable rank ``sum sigma^2 / sigma_max^2`` (= ||X||_F^2 / ||X||_2^2)."""
+    sv = _check_sv(sv)
+    return float((sv ** 2).sum() / sv[0] ** 2)
+
+
+def spectral_entropy(sv: np.ndarray) -> float:
+    """Normalised spectral entropy ``H(p) / log(k)``, ``p = sigma / sum(sigma)``, k = len(sv)
+    (zeros included). In [0, 1]: 1 for a flat spectrum, 0 for rank 1. Needs k >= 2."""
+    sv = _check_sv(sv)
+    if sv.size < 2:
+        raise ValueError("spectral_entropy: need at least 2 singular values")
+    return _entropy(_probs(sv)) / float(np.log(sv.size))
+
+
+def powerlaw_alpha(sv: np.ndarray, k_range: tuple[int, int | None] = (1, None),
+                   min_rel: float = 1e-10) -> float:
+    """Decay exponent alpha of the eigenspectrum ``lambda_k = sigma_k^2 ~ C k^(-alpha)``
+    (alpha-ReQ, Agrawal et al. 2022), fitted by least squares of ``log lambda_k`` on ``log k``.
+
+    Ranks are 1-based. Default range: every rank from 1 to the last one with
+    ``lambda_k > min_rel * lambda_1`` (numerically-zero eigenvalues, e.g. the one removed by
+    centring, are dropped). ``k_range=(k_min, k_max)`` restricts the fit, e.g. ``(11, 500)`` as
+    in Stringer et al. 2019. Needs at least 2 ranks in range.
+    """
+    lam = _check_sv(sv) ** 2
+    k_min, k_max = k_range
+    k_max = lam.size if k_max is None else min(int(k_max), lam.size)
+    if k_min < 1:
+        raise ValueError(f"powerlaw_alpha: k_range must start at rank >= 1, got {k_range}")
+    k = np.arange(1, lam.size + 1)
+    keep = (k >= k_min) & (k <= k_max) & (lam > min_rel * lam[0])
+    if keep.sum() < 2:
+        raise ValueError(f"powerlaw_alpha: fewer than 2 non-zero eigenvalues in ranks {k_range}")
+    slope = np.polyfit(np.log(k[keep]), np.log(lam[keep]), 1)[0]
+    return float(-slope)
+
+
+#: name -> fn(sv) -> float; the spectral entries of :func:`geometry_suite`.
+SPECTRAL_METRICS: dict[str, Callable[[np.ndarray], float]] = {
+    "effective_rank": effective_rank,
+    "rankme": rankme,
+    "rank_at_90": lambda sv: float(rank_at_variance(sv, 0.9)),
+    "stable_rank": stable_rank,
+    "spectral_entropy": spectral_entropy,
+    "powerlaw_alpha": powerlaw_alpha,
+}
+
+
+def spectral_metrics(sv: np.ndarray, names: list[str] | None = None) -> dict[str, float]:
+    """Evaluate the named entries of :data:`SPECTRAL_METRICS` (all by default) on ``sv``."""
+    names = list(SPECTRAL_METRICS) if names is None else names
+    unknown = [m for m in names if m not in SPECTRAL_METRICS]
+    if unknown:
+        raise KeyError(f"unknown spectral metric(s) {unknown}; known: {sorted(SPECTRAL_METRICS)}")
+    return {m: float(SPECTRAL_METRICS[m](sv)) for m in names}
+
+
+# --------------------------------------------------------------------------- suite
+
+
+def geometry_suite(x: np.ndarray, labels: np.ndarray | None = None, *, seed: int = 0,
+                   n_uniformity: int | None = 1000, n_pairwise: int | None = 2000,
+                   t: float = 2.0) -> dict[str, float]:
+    """All geometry metrics of one embedding matrix, as ``{name: float}``.
+
+    Always: ``n``, ``dim``, ``uniformity`` (t, seeded subsample of ``n_uniformity`` rows, the
+    paper's protocol), ``anisotropy`` (exact, all pairs), and every entry of
+    :data:`SPECTRAL_METRICS` on the centred spectrum (all rows). With integer ``labels``
+    (bin regression scores first with :func:`bin_scores`): ``alignment`` (alpha=2),
+    ``alignment_paper`` (alpha=4) and ``class_distance_ratio``, each on one seeded subsample of
+    ``n_pairwise`` rows (None: all rows, O(n^2 d)).
+    """
+    x = _check_x(x)
+    sv = spectrum(x)
+    out: dict[str, float] = {"n": float(x.shape[0]), "dim": float(x.shape[1]),
+                             "uniformity": uniformity(x, t=t, n_samples=n_uniformity, seed=seed),
+                             "anisotropy": anisotropy(x)}
+    out.update(spectral_metrics(sv))
+    if labels is not None:
+        labels = _check_labels(labels, x.shape[0])
+        idx = _subsample(x.shape[0], n_pairwise, seed)
+        xs, ys = (x, labels) if idx is None else (x[idx], labels[idx])
+        out["alignment"] = alignment(xs, ys, alpha=2.0)
+        out["alignment_paper"] = alignment_paper(xs, ys)
+        out["class_distance_ratio"] = class_distance_ratio(xs, ys)
+    return out

@@ -1,0 +1,272 @@
+"""Closed-form and property tests for predrecon.eval.geometry."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from predrecon.eval import geometry as g
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+# ----------------------------------------------------------------------------- uniformity
+
+
+def test_uniformity_identical_points_is_zero():
+    x = np.tile(np.array([[3.0, -1.0, 2.0]]), (50, 1))
+    assert g.uniformity(x, n_samples=None) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("t", [0.5, 2.0, 100.0])
+def test_uniformity_antipodal_pair(t):
+    # ||u - (-u)||^2 = 4  ->  log exp(-4t) = -4t  (also checks no underflow at t = 100)
+    x = np.array([[1.0, 2.0, 2.0], [-2.0, -4.0, -4.0]])
+    assert g.uniformity(x, t=t) == pytest.approx(-4.0 * t, rel=1e-12)
+
+
+def test_uniformity_regular_simplex():
+    # k unit vectors with pairwise cosine -1/(k-1): ||u-v||^2 = 2 + 2/(k-1), all pairs equal.
+    k = 5
+    e = np.eye(k)
+    x = e - e.mean(axis=0)  # centred basis = regular simplex in a (k-1)-dim subspace
+    expected = -2.0 * (2.0 + 2.0 / (k - 1))
+    assert g.uniformity(x, t=2.0) == pytest.approx(expected, rel=1e-12)
+
+
+def test_uniformity_random_high_dim_close_to_minus_2t():
+    # cos ~ N(0, 1/d): E exp(-t(2 - 2c)) = exp(-2t + 2t^2/d)  ->  -4 + 8/d for t = 2
+    d = 768
+    x = _rng(1).standard_normal((1500, d))
+    assert g.uniformity(x, n_samples=None) == pytest.approx(-4.0 + 8.0 / d, abs=5e-3)
+
+
+def test_uniformity_is_scale_invariant_and_seeded():
+    x = _rng(2).standard_normal((3000, 16))
+    a = g.uniformity(x, n_samples=500, seed=3)
+    assert g.uniformity(7.0 * x, n_samples=500, seed=3) == pytest.approx(a, rel=1e-10)
+    assert g.uniformity(x, n_samples=500, seed=3) == a
+    assert g.uniformity(x, n_samples=500, seed=4) != a
+
+
+def test_uniformity_rejects_bad_input():
+    with pytest.raises(ValueError, match="2-D"):
+        g.uniformity(np.zeros(5))
+    with pytest.raises(ValueError, match="row 1"):
+        g.uniformity(np.array([[1.0, 0.0], [np.nan, 1.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="t must be"):
+        g.uniformity(np.eye(3), t=0.0)
+
+
+# ----------------------------------------------------------------------------- alignment
+
+
+def test_alignment_hand_example():
+    e1, e2 = np.eye(2)
+    # class 0: {e1, e2}: one pair, d^2 = 2 ; class 1: {e1, e1, -e1}: d^2 = 0, 4, 4
+    x = np.stack([e1, e2, e1, e1, -e1])
+    y = np.array([0, 0, 1, 1, 1])
+    assert g.alignment(x, y, alpha=2) == pytest.approx((2 + 0 + 4 + 4) / 4)
+    assert g.alignment_paper(x, y) == pytest.approx((4 + 0 + 16 + 16) / 4)
+    assert g.alignment(x, y, alpha=1) == pytest.approx((np.sqrt(2) + 0 + 2 + 2) / 4)
+
+
+def test_alignment_collapsed_classes_is_zero_and_singletons_ignored():
+    x = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 5.0], [1.0, 1.0]])
+    y = np.array([0, 0, 1, 1, 2])  # class 2 is a singleton: no pair
+    assert g.alignment(x, y) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="no class has two members"):
+        g.alignment(x[:3], np.array([0, 1, 2]))
+
+
+def test_alignment_rejects_float_scores():
+    with pytest.raises(ValueError, match="bin_scores"):
+        g.alignment(np.eye(3), np.array([0.5, 1.2, 3.3]))
+
+
+def test_bin_scores_stsb_edges():
+    s = np.array([0.0, 0.99, 1.0, 2.5, 3.999, 4.0, 5.0])
+    np.testing.assert_array_equal(g.bin_scores(s), [0, 0, 1, 2, 3, 4, 4])
+    np.testing.assert_array_equal(g.bin_scores(np.array([1.0, 2.0, 3.0]), n_bins=2, low=None,
+                                               high=None), [0, 1, 1])
+    with pytest.raises(ValueError, match="row 1"):
+        g.bin_scores(np.array([1.0, 5.5]))
+
+
+# ----------------------------------------------------------------------------- anisotropy
+
+
+def test_anisotropy_closed_forms():
+    same = np.tile([[1.0, 1.0]], (10, 1))
+    assert g.anisotropy(same) == pytest.approx(1.0)
+    assert g.anisotropy(same, n_pairs=100) == pytest.approx(1.0)
+    pm = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    assert g.anisotropy(pm) == pytest.approx(-1.0)
+    # k orthonormal vectors: all cosines 0
+    assert g.anisotropy(np.eye(6)) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_anisotropy_sampled_matches_exact():
+    x = _rng(3).standard_normal((400, 8)) + 0.7  # shifted cloud: clearly anisotropic
+    exact = g.anisotropy(x)
+    u = g.l2_normalize(x)
+    c = u @ u.T
+    brute = (c.sum() - np.trace(c)) / (400 * 399)
+    assert exact == pytest.approx(brute, rel=1e-10)
+    assert g.anisotropy(x, n_pairs=50_000, seed=1) == pytest.approx(exact, abs=0.01)
+
+
+# ----------------------------------------------------------------------------- class distance
+
+
+def test_class_distance_ratio_hand_example():
+    x = np.array([[0.0], [1.0], [10.0], [11.0]])
+    y = np.array([0, 0, 1, 1])
+    # within: 1, 1 ; between: 10, 11, 9, 10  -> 1 / 10
+    assert g.class_distance_ratio(x, y) == pytest.approx(0.1)
+
+
+def test_class_distance_ratio_separated_vs_random():
+    rng = _rng(4)
+    centres = rng.standard_normal((3, 32)) * 20
+    y = np.repeat(np.arange(3), 100)
+    x = centres[y] + rng.standard_normal((300, 32))
+    assert g.class_distance_ratio(x, y) < 0.1
+    y_rand = rng.permutation(y)
+    assert g.class_distance_ratio(x, y_rand) == pytest.approx(1.0, abs=0.05)
+
+
+# ----------------------------------------------------------------------------- spectrum
+
+
+@pytest.mark.parametrize("shape", [(500, 20), (15, 40)])
+def test_spectrum_matches_svd(shape):
+    x = (_rng(5).standard_normal(shape) * np.linspace(0.1, 3, shape[1])).astype(np.float32)
+    ref = np.linalg.svd(x.astype(np.float64) - x.astype(np.float64).mean(0), compute_uv=False)
+    sv = g.spectrum(x)
+    assert sv.shape == (min(shape),)
+    np.testing.assert_allclose(sv, ref, rtol=0, atol=1e-7 * ref[0])
+    assert np.all(np.diff(sv) <= 0)
+
+
+def test_spectrum_is_centred():
+    x = np.ones((50, 4)) * np.array([1.0, 2.0, 3.0, 4.0])  # constant rows: centred matrix = 0
+    np.testing.assert_allclose(g.spectrum(x), 0.0, atol=1e-10)
+    assert g.spectrum(x, center=False)[0] == pytest.approx(np.sqrt(50 * 30))
+
+
+def test_identity_covariance_gaussian_full_rank():
+    d = 32
+    x = _rng(6).standard_normal((20_000, d))
+    sv = g.spectrum(x)
+    assert g.effective_rank(sv) == pytest.approx(d, rel=0.01)
+    assert g.rankme(sv) == pytest.approx(d, rel=0.01)
+    assert g.spectral_entropy(sv) == pytest.approx(1.0, abs=1e-3)
+    assert g.stable_rank(sv) == pytest.approx(d, rel=0.1)
+
+
+def test_collapsed_embeddings_rank_one():
+    rng = _rng(7)
+    direction = rng.standard_normal(16)
+    x = rng.standard_normal((200, 1)) * direction  # every row on one line
+    sv = g.spectrum(x)
+    assert g.effective_rank(sv) == pytest.approx(1.0, abs=1e-6)
+    assert g.rank_at_variance(sv, 0.9) == 1
+    assert g.stable_rank(sv) == pytest.approx(1.0)
+    assert g.spectral_entropy(sv) == pytest.approx(0.0, abs=1e-6)
+    # a line through 0 normalises to two antipodal points: pairs at d^2 = 0 or 4
+    pos = int((x[:, 0] * direction[0] > 0).sum())
+    n = x.shape[0]
+    same = (pos * (pos - 1) + (n - pos) * (n - pos - 1)) / 2
+    opposite = pos * (n - pos)
+    expected = np.log((same + opposite * np.exp(-8.0)) / (same + opposite))
+    assert g.uniformity(x, n_samples=None) == pytest.approx(expected, rel=1e-10)
+    # all rows on one ray: fully collapsed on the sphere
+    ray = np.abs(rng.standard_normal((200, 1))) * direction
+    assert g.uniformity(ray) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_effective_rank_equal_values_and_stable_rank_diag():
+    assert g.effective_rank(np.array([2.0, 2.0, 2.0, 0.0])) == pytest.approx(3.0)
+    sv = np.array([4.0, 2.0, 1.0])  # singular values of diag(4, 2, 1)
+    assert g.stable_rank(sv) == pytest.approx((16 + 4 + 1) / 16)
+    p = sv / sv.sum()
+    assert g.effective_rank(sv) == pytest.approx(np.exp(-(p * np.log(p)).sum()))
+    assert g.spectral_entropy(sv) == pytest.approx(-(p * np.log(p)).sum() / np.log(3))
+    # rankme differs from the effective rank only through eps
+    assert g.rankme(sv, eps=0.0) == pytest.approx(g.effective_rank(sv))
+    assert g.rankme(sv) != g.effective_rank(sv)
+
+
+def test_rank_at_variance_constructed_spectrum():
+    sv = np.sqrt(np.array([0.5, 0.4, 0.06, 0.04]))  # variance shares 0.5, 0.4, 0.06, 0.04
+    assert g.rank_at_variance(sv, 0.5) == 1
+    assert g.rank_at_variance(sv, 0.9) == 2  # cumulative 0.9 exactly (fp rounding tolerated)
+    assert g.rank_at_variance(sv, 0.91) == 3
+    assert g.rank_at_variance(sv, 1.0) == 4
+    with pytest.raises(ValueError, match="threshold"):
+        g.rank_at_variance(sv, 0.0)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.3])
+def test_powerlaw_alpha_recovers_exact_power_law(alpha):
+    k = np.arange(1, 301)
+    sv = np.sqrt(5.0 * k ** (-alpha))
+    assert g.powerlaw_alpha(sv) == pytest.approx(alpha, rel=1e-10)
+    assert g.powerlaw_alpha(sv, k_range=(11, 200)) == pytest.approx(alpha, rel=1e-10)
+
+
+def test_powerlaw_alpha_on_embeddings_with_power_law_covariance():
+    d, alpha = 64, 1.5
+    scale = np.arange(1, d + 1) ** (-alpha / 2)  # std per axis: variance k^-alpha
+    x = _rng(8).standard_normal((50_000, d)) * scale
+    assert g.powerlaw_alpha(g.spectrum(x), k_range=(1, 48)) == pytest.approx(alpha, abs=0.05)
+
+
+def test_powerlaw_alpha_drops_zero_eigenvalues():
+    sv = np.array([1.0, 2 ** -0.5, 3 ** -0.5, 0.0])  # lambda_k = 1/k, last one numerically zero
+    assert g.powerlaw_alpha(sv) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="fewer than 2"):
+        g.powerlaw_alpha(np.array([1.0, 0.0, 0.0]))
+
+
+def test_spectral_metric_input_checks():
+    with pytest.raises(ValueError, match="all singular values are zero"):
+        g.effective_rank(np.zeros(3))
+    with pytest.raises(ValueError, match=">= 0"):
+        g.stable_rank(np.array([1.0, -1.0]))
+    with pytest.raises(KeyError, match="unknown spectral metric"):
+        g.spectral_metrics(np.ones(3), ["nope"])
+
+
+# ----------------------------------------------------------------------------- suite
+
+
+def test_geometry_suite_keys_and_consistency():
+    rng = _rng(9)
+    x = rng.standard_normal((300, 24)).astype(np.float32)
+    y = rng.integers(0, 4, 300)
+    out = g.geometry_suite(x, y, seed=1, n_uniformity=None, n_pairwise=None)
+    assert set(out) == {"n", "dim", "uniformity", "anisotropy", "alignment", "alignment_paper",
+                        "class_distance_ratio", *g.SPECTRAL_METRICS}
+    assert all(isinstance(v, float) and np.isfinite(v) for v in out.values())
+    assert out["uniformity"] == pytest.approx(g.uniformity(x, n_samples=None))
+    assert out["alignment_paper"] == pytest.approx(g.alignment(x, y, alpha=4))
+    assert out["effective_rank"] == pytest.approx(g.effective_rank(g.spectrum(x)))
+    assert "alignment" not in g.geometry_suite(x)
+    assert g.geometry_suite(x, y, seed=1) == g.geometry_suite(x, y, seed=1)
+
+
+def test_geometry_suite_speed_10k_x_768():
+    x = _rng(10).standard_normal((10_000, 768)).astype(np.float32)
+    y = _rng(11).integers(0, 3, 10_000)
+    g.geometry_suite(x[:300], y[:300])  # warm-up (BLAS threads, imports)
+    t0 = time.perf_counter()
+    out = g.geometry_suite(x, y)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 4.0, f"geometry_suite took {elapsed:.2f}s on 10k x 768 (target < 2s)"
+    assert out["effective_rank"] > 700  # sanity: isotropic data is near full rank
