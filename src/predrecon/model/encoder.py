@@ -1,0 +1,295 @@
+"""Pre-LN Transformer text encoder (native PyTorch, attention through SDPA).
+
+Architecture (PAPER.md, "Encoder"): token embedding (+ absolute positions for ``sincos`` /
+``learned``), no segment embeddings, no embedding LayerNorm; ``depth`` blocks of
+``x + Attn(LN(x))``, ``x + MLP(LN(x))`` (fused qkv, GELU); a final LayerNorm.
+
+Parameter names are chosen so that a state dict maps one-to-one onto the usual BERT-style
+layout (fused ``qkv`` splits row-wise into query / key / value, ``[q; k; v]``, heads contiguous):
+
+* ``tok_emb.weight`` (V_pad, D), ``pos_emb.weight`` (max_len, D) — absent for ``rope``
+* ``blocks.{i}.norm1``, ``blocks.{i}.attn.qkv``, ``blocks.{i}.attn.proj``,
+  ``blocks.{i}.norm2``, ``blocks.{i}.mlp.fc1``, ``blocks.{i}.mlp.fc2``
+* ``norm`` (final LayerNorm)
+
+With ``positions="sincos"`` the position table is a *frozen* ``nn.Embedding`` filled with the
+fixed sin/cos table (``requires_grad=False``), as the reference keeps it as a non-trainable
+parameter; it therefore counts in :func:`num_parameters` (that is how the paper's 34.8 M is
+counted) and is never updated by an optimiser.
+
+The module holds no training, precision or distributed logic; ``forward`` has no
+data-dependent Python control flow (compile-friendly) and no host synchronisation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+
+ROPE_BASE = 10000.0
+
+
+class EncoderOutput(NamedTuple):
+    """``last_hidden_state`` (B, T, D): output of the final LayerNorm.
+
+    ``hidden_states`` (only when asked, else ``None``): tuple of ``depth + 1`` tensors (B, T, D):
+    entry 0 is the embedding output (token + absolute position embedding, after dropout),
+    entry ``l`` for ``1 <= l < depth`` is the raw residual stream after block ``l`` (not
+    normalised), and entry ``depth`` (the last) is the output of the final LayerNorm applied to
+    the residual stream after the last block, i.e. identical to ``last_hidden_state``.
+    """
+
+    last_hidden_state: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+# ----------------------------------------------------------------------------- positions
+def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
+    """Fixed 1-D sin/cos position table (num_positions, dim), float32.
+
+    ``table[p, i] = sin(p * w_i)`` for ``i < dim/2`` and ``cos(p * w_{i - dim/2})`` otherwise,
+    with ``w_i = 10000^(-i / (dim/2))`` (halves concatenated, as in I-JEPA / MAE).
+    """
+    if dim % 2 != 0:
+        raise ValueError(f"sincos positions need an even dimension, got dim={dim}")
+    half = dim // 2
+    omega = 1.0 / (10000.0 ** (torch.arange(half, dtype=torch.float64) / half))  # (D/2,)
+    angles = torch.arange(num_positions, dtype=torch.float64)[:, None] * omega[None, :]  # (P, D/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=1).float()  # (P, D)
+
+
+def make_position_embedding(kind: str, max_len: int, dim: int) -> nn.Embedding | None:
+    """Absolute position table for ``kind`` in {sincos, learned}; ``None`` for ``rope``.
+
+    ``sincos`` returns a frozen embedding (``requires_grad=False``) holding :func:`sincos_table`.
+    """
+    if kind == "rope":
+        return None
+    if kind not in ("sincos", "learned"):
+        raise ValueError(f"positions must be sincos|learned|rope, got {kind!r}")
+    emb = nn.Embedding(max_len, dim)
+    if kind == "sincos":
+        with torch.no_grad():
+            emb.weight.copy_(sincos_table(max_len, dim))
+        emb.weight.requires_grad_(False)
+    return emb
+
+
+def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, base: float = ROPE_BASE
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary tables for ``position_ids`` (B, T) -> ``cos, sin`` each (B, 1, T, head_dim), fp32.
+
+    Rotate-half convention (GPT-NeoX / Hugging Face ``rotate_half``): frequency ``j`` acts on
+    the pair of channels ``(j, j + head_dim/2)``.
+    """
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=position_ids.device,
+                                             dtype=torch.float32) / head_dim))  # (hd/2,)
+    freqs = position_ids.float()[:, :, None] * inv_freq[None, None, :]  # (B, T, hd/2)
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, T, hd)
+    return emb.cos(), emb.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` (B, H, T, hd) by the tables from :func:`rope_cos_sin`; keeps ``x.dtype``."""
+    return x * cos.to(x.dtype) + _rotate_half(x) * sin.to(x.dtype)
+
+
+def segment_attention_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Boolean SDPA mask (B, 1, T, T) from ``segment_ids`` (B, T), True = may attend.
+
+    Query ``i`` attends key ``j`` iff ``seg[i] == seg[j]`` and ``seg[j] > 0`` (0 = padding);
+    the diagonal is always allowed so padding query rows have one key and stay finite.
+    """
+    return key_attention_mask(segment_ids > 0, segment_ids)
+
+
+def key_attention_mask(key_valid: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean SDPA mask (B, 1, L, L): query ``i`` attends key ``j`` iff ``key_valid[j]`` (and
+    ``groups[i] == groups[j]`` when ``groups`` is given), plus the diagonal (finite padded rows)."""
+    L = key_valid.shape[1]
+    allowed = key_valid[:, None, :].expand(-1, L, -1)  # (B, L, L)
+    if groups is not None:
+        allowed = allowed & (groups[:, :, None] == groups[:, None, :])
+    eye = torch.eye(L, dtype=torch.bool, device=key_valid.device)
+    return (allowed | eye)[:, None]  # (B, 1, L, L)
+
+
+# ----------------------------------------------------------------------------- blocks
+class Attention(nn.Module):
+    """Multi-head self-attention: fused ``qkv`` Linear, SDPA, output ``proj``."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads != 0:
+            raise ValueError(f"dim={dim} is not divisible by heads={heads}")
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        B, T, D = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, T, hd)
+        q, k, v = qkv.unbind(0)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                             dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, hd)
+        return self.proj(out.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
+
+
+class MLP(nn.Module):
+    """``fc2(GELU(fc1(x)))`` with hidden width ``int(dim * ratio)``."""
+
+    def __init__(self, dim: int, ratio: float):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block: ``x + drop(Attn(LN(x)))`` then ``x + drop(MLP(LN(x)))``."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, eps: float = 1e-6,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, heads, dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = MLP(dim, mlp_ratio)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), attn_mask, rope))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+def init_weights_(module: nn.Module, std: float) -> None:
+    """Initialise in place: Linear/Embedding weights trunc-normal(0, std) (truncated at the
+    absolute bounds ±2, as timm / I-JEPA, i.e. effectively untruncated for std 0.02), biases 0,
+    LayerNorm weight 1 / bias 0. Frozen (``requires_grad=False``) tables are left untouched."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            if m.weight.requires_grad:
+                nn.init.trunc_normal_(m.weight, std=std)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            if m.weight is not None:
+                nn.init.ones_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def rescale_output_projections_(blocks: nn.ModuleList) -> None:
+    """Divide ``attn.proj`` and ``mlp.fc2`` weights of block ``l`` (1-based) by ``sqrt(2 l)``
+    (I-JEPA's ``fix_init_weight``; PAPER.md "Init")."""
+    with torch.no_grad():
+        for layer, block in enumerate(blocks, start=1):
+            block.attn.proj.weight.div_(math.sqrt(2.0 * layer))
+            block.mlp.fc2.weight.div_(math.sqrt(2.0 * layer))
+
+
+def padded_vocab_size(vocab_size: int, multiple: int) -> int:
+    """``vocab_size`` rounded up to a multiple of ``multiple``."""
+    return ((vocab_size + multiple - 1) // multiple) * multiple
+
+
+# ----------------------------------------------------------------------------- encoder
+class Encoder(nn.Module):
+    """Pre-LN Transformer encoder for ``cfg`` (see module docstring).
+
+    ``vocab_size`` is the tokenizer's real vocabulary; the embedding has
+    ``padded_vocab = ceil(vocab_size / cfg.pad_vocab_multiple) * cfg.pad_vocab_multiple`` rows
+    (the padded rows are never predicted by the heads).
+    """
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        if vocab_size <= 0:
+            raise ValueError(f"vocab_size must be > 0, got {vocab_size} (model.vocab_size=0 means "
+                             "'take it from the tokenizer': resolve it before building the encoder)")
+        if cfg.positions == "rope" and (cfg.dim // cfg.heads) % 2 != 0:
+            raise ValueError(f"model.positions=rope needs an even head dim, got {cfg.dim // cfg.heads}")
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.padded_vocab = padded_vocab_size(vocab_size, cfg.pad_vocab_multiple)
+        self.dim = cfg.dim
+        self.depth = cfg.depth
+        self.positions = cfg.positions
+        self.head_dim = cfg.dim // cfg.heads
+
+        self.tok_emb = nn.Embedding(self.padded_vocab, cfg.dim)
+        self.pos_emb = make_position_embedding(cfg.positions, cfg.max_len, cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.norm_eps, cfg.dropout) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+
+        init_weights_(self, cfg.init_std)
+        rescale_output_projections_(self.blocks)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
+                segment_ids: torch.Tensor | None = None, output_hidden_states: bool = False
+                ) -> EncoderOutput:
+        """Encode ``input_ids`` (B, T) -> :class:`EncoderOutput`.
+
+        ``position_ids`` (B, T) default ``arange(T)`` for every row; ``segment_ids`` (B, T)
+        restricts attention to equal non-zero segments (0 = padding, see
+        :func:`segment_attention_mask`); ``None`` = attend everywhere (the paper's no-mask mode).
+        """
+        B, T = input_ids.shape
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
+        x = self.tok_emb(input_ids)  # (B, T, D)
+        rope = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(position_ids)
+        else:
+            rope = rope_cos_sin(position_ids, self.head_dim)
+        x = self.drop(x)
+        attn_mask = segment_attention_mask(segment_ids) if segment_ids is not None else None
+
+        hidden: list[torch.Tensor] = [x] if output_hidden_states else []
+        for block in self.blocks:
+            x = block(x, attn_mask, rope)
+            if output_hidden_states:
+                hidden.append(x)
+        x = self.norm(x)
+        if output_hidden_states:
+            hidden[-1] = x
+            return EncoderOutput(x, tuple(hidden))
+        return EncoderOutput(x, None)
+
+
+def num_parameters(model: nn.Module, exclude_embeddings: bool = False, trainable_only: bool = False) -> int:
+    """Number of (distinct) parameters of ``model``.
+
+    ``exclude_embeddings`` drops every ``nn.Embedding`` weight (token and position tables);
+    ``trainable_only`` drops parameters with ``requires_grad=False`` (e.g. the frozen sin/cos
+    table). Shared (tied) parameters are counted once.
+    """
+    skip: set[int] = set()
+    if exclude_embeddings:
+        skip = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    return sum(p.numel() for p in model.parameters()
+               if id(p) not in skip and (p.requires_grad or not trainable_only))

@@ -1,0 +1,124 @@
+"""Heads on top of the encoder: the sparse MLM head and the JEPA predictor.
+
+* :class:`MLMHead` — ``Linear(d, d) -> GELU -> LayerNorm -> Linear(d, V)`` (PAPER.md "MLM head"),
+  run only on the gathered masked positions.
+* :class:`Predictor` — I-JEPA-style narrow Transformer: projects the context states, appends one
+  learned mask token (per target block) + position embedding per target slot, runs
+  ``predictor_depth`` pre-LN blocks (the encoder's :class:`~predrecon.model.encoder.Block`),
+  LayerNorm, and projects back to the encoder width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..config import JEPAConfig, RunConfig
+from .encoder import (Block, init_weights_, key_attention_mask, make_position_embedding,
+                      rescale_output_projections_)
+
+
+class MLMHead(nn.Module):
+    """Sparse MLM head.
+
+    ``vocab_size_padded`` decoder rows (a multiple of the padding multiple, for fast matmuls);
+    only the first ``real_vocab`` logits are returned, so padded rows are never predicted.
+    ``tie_to``: share the decoder weight with this embedding (its weight must be
+    (vocab_size_padded, dim)); the head keeps its own bias. ``None`` = untied (paper).
+    """
+
+    def __init__(self, dim: int, vocab_size_padded: int, real_vocab: int,
+                 tie_to: nn.Embedding | None = None, eps: float = 1e-6, init_std: float = 0.02):
+        super().__init__()
+        if not 0 < real_vocab <= vocab_size_padded:
+            raise ValueError(f"need 0 < real_vocab <= vocab_size_padded, got {real_vocab} > {vocab_size_padded}")
+        self.real_vocab = real_vocab
+        self.dense = nn.Linear(dim, dim)
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.decoder = nn.Linear(dim, vocab_size_padded)
+        init_weights_(self, init_std)
+        if tie_to is not None:
+            if tuple(tie_to.weight.shape) != (vocab_size_padded, dim):
+                raise ValueError(f"tie_to weight has shape {tuple(tie_to.weight.shape)}, "
+                                 f"expected ({vocab_size_padded}, {dim})")
+            self.decoder.weight = tie_to.weight  # shared Parameter (Hugging Face convention)
+
+    def forward(self, hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Logits (B, M, real_vocab) for ``hidden`` (B, T, D) at positions ``index`` (B, M).
+
+        The positions are gathered first: logits are never computed for unmasked tokens.
+        Padded slots of ``index`` (any valid position, e.g. 0) produce logits that the loss
+        ignores through label -100.
+        """
+        D = hidden.shape[-1]
+        x = torch.gather(hidden, 1, index.unsqueeze(-1).expand(-1, -1, D))  # (B, M, D)
+        x = self.norm(self.act(self.dense(x)))
+        return self.decoder(x)[..., : self.real_vocab]  # (B, M, V_real)
+
+
+class Predictor(nn.Module):
+    """JEPA predictor: context states + mask tokens at target positions -> predicted target states.
+
+    ``enc_dim`` is the encoder width; ``jepa_cfg`` gives ``predictor_dim``, ``predictor_depth``
+    and ``predictor_heads``; ``max_len`` bounds the position ids; ``num_targets`` mask tokens
+    (one per target block). ``positions``: ``sincos`` (fixed, paper) or ``learned``.
+    """
+
+    def __init__(self, enc_dim: int, jepa_cfg: JEPAConfig, max_len: int, num_targets: int,
+                 positions: str = "sincos", mlp_ratio: float = 4.0, eps: float = 1e-6,
+                 init_std: float = 0.02):
+        super().__init__()
+        if positions not in ("sincos", "learned"):
+            raise ValueError(f"predictor positions must be sincos|learned, got {positions!r}")
+        if num_targets < 1:
+            raise ValueError(f"num_targets must be >= 1, got {num_targets}")
+        pdim = jepa_cfg.predictor_dim
+        self.num_targets = num_targets
+        self.embed = nn.Linear(enc_dim, pdim)
+        self.pos_emb = make_position_embedding(positions, max_len, pdim)
+        self.mask_tokens = nn.Parameter(torch.zeros(num_targets, pdim))
+        self.blocks = nn.ModuleList(Block(pdim, jepa_cfg.predictor_heads, mlp_ratio, eps)
+                                    for _ in range(jepa_cfg.predictor_depth))
+        self.norm = nn.LayerNorm(pdim, eps=eps)
+        self.proj = nn.Linear(pdim, enc_dim)
+        init_weights_(self, init_std)
+        nn.init.trunc_normal_(self.mask_tokens, std=init_std)
+        rescale_output_projections_(self.blocks)
+
+    def forward(self, ctx_states: torch.Tensor, ctx_pos: torch.Tensor, ctx_valid: torch.Tensor,
+                tgt_pos: torch.Tensor, tgt_block: torch.Tensor, tgt_valid: torch.Tensor,
+                ctx_seg: torch.Tensor | None = None, tgt_seg: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Predict (B, N, enc_dim) target states.
+
+        ``ctx_states`` (B, C, enc_dim) encoder states at the context slots, ``ctx_pos`` (B, C)
+        their position ids, ``ctx_valid`` (B, C) bool; ``tgt_pos`` (B, N) position ids of the
+        target slots, ``tgt_block`` (B, N) their block id in ``[0, num_targets)``, ``tgt_valid``
+        (B, N) bool. Every slot attends to valid slots only (context and target), plus itself,
+        so invalid slots never influence valid ones and padded rows stay finite. Optional
+        ``ctx_seg``/``tgt_seg`` (B, C)/(B, N) further restrict attention to equal segment ids
+        (packed rows). Outputs at invalid target slots are finite but meaningless.
+        """
+        C = ctx_states.shape[1]
+        ctx = self.embed(ctx_states) + self.pos_emb(ctx_pos)  # (B, C, P)
+        tgt = self.mask_tokens[tgt_block] + self.pos_emb(tgt_pos)  # (B, N, P)
+        x = torch.cat([ctx, tgt.to(ctx.dtype)], dim=1)  # (B, C+N, P)
+        valid = torch.cat([ctx_valid, tgt_valid], dim=1)  # (B, C+N)
+        groups = None
+        if ctx_seg is not None or tgt_seg is not None:
+            if ctx_seg is None or tgt_seg is None:
+                raise ValueError("ctx_seg and tgt_seg must be given together")
+            groups = torch.cat([ctx_seg, tgt_seg], dim=1)  # (B, C+N)
+        attn_mask = key_attention_mask(valid, groups)  # (B, 1, C+N, C+N)
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        x = self.norm(x[:, C:])  # (B, N, P)
+        return self.proj(x)  # (B, N, enc_dim)
+
+
+def build_predictor(cfg: RunConfig) -> Predictor:
+    """The predictor for a run: encoder width ``cfg.model.dim``, ``cfg.jepa`` sizes,
+    ``cfg.model.max_len`` positions, ``cfg.jepa.num_targets`` mask tokens, fixed sin/cos positions."""
+    return Predictor(cfg.model.dim, cfg.jepa, max_len=cfg.model.max_len, num_targets=cfg.jepa.num_targets,
+                     positions="sincos", eps=cfg.model.norm_eps, init_std=cfg.model.init_std)
