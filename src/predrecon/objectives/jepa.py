@@ -1,0 +1,98 @@
+"""JEPA targets and latent-prediction losses: tensors in, scalar out.
+
+Targets (:func:`build_targets`) come from the EMA target encoder, run by the caller under
+``torch.no_grad()``; the result is detached (stop-gradient) and fp32.
+
+Losses are per-slot values reduced over the target slots (:func:`jepa_loss`):
+
+* ``cosine``    ``1 - cos(pred, target)`` (PAPER.md, range [0, 2]);
+* ``smooth_l1`` mean over features of the Huber loss with ``beta = 1`` (data2vec);
+* ``mse``       mean over features of the squared error.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+TARGET_NORM_EPS = 1e-5  # F.layer_norm's default, as the reference's parameter-free LayerNorm
+
+
+def build_targets(hidden_states: tuple[torch.Tensor, ...] | list[torch.Tensor], num_layers: int,
+                  eps: float = TARGET_NORM_EPS) -> torch.Tensor:
+    """Regression targets (B, T, D), fp32, detached, from the target encoder's states.
+
+    ``hidden_states``: states ordered from the bottom to the top (e.g. the Encoder's
+    ``hidden_states`` tuple, or ``(last_hidden_state,)`` when ``num_layers == 1``); the last
+    ``num_layers`` entries are used.
+
+    * ``num_layers == 1``: parameter-free LayerNorm of the last entry (PAPER.md: last-layer
+      output, then ``F.layer_norm`` without weight);
+    * ``num_layers = K > 1``: data2vec — mean of the top K entries, each first instance-normalised
+      over the feature dimension (parameter-free LayerNorm).
+
+    Raises ValueError if ``num_layers`` is < 1 or exceeds ``len(hidden_states)``.
+    """
+    n = len(hidden_states)
+    if num_layers < 1 or num_layers > n:
+        raise ValueError(f"num_layers must be in [1, {n}] for {n} hidden states, got {num_layers}")
+    top = hidden_states[n - num_layers:]
+    D = top[-1].shape[-1]
+    acc = F.layer_norm(top[0].detach().float(), (D,), eps=eps)  # (B, T, D)
+    for h in top[1:]:
+        acc = acc + F.layer_norm(h.detach().float(), (D,), eps=eps)
+    return acc / num_layers if num_layers > 1 else acc
+
+
+def cosine_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-slot ``1 - cos(pred, target)`` (...,) in fp32 (a zero vector has cosine 0)."""
+    return 1.0 - F.cosine_similarity(pred.float(), target.float(), dim=-1, eps=1e-8)
+
+
+def smooth_l1_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-slot mean over features of the Huber loss (beta = 1), fp32 (...,)."""
+    return F.smooth_l1_loss(pred.float(), target.float(), reduction="none", beta=1.0).mean(dim=-1)
+
+
+def mse_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-slot mean over features of the squared error, fp32 (...,)."""
+    return (pred.float() - target.float()).pow(2).mean(dim=-1)
+
+
+JEPA_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "cosine": cosine_distance,
+    "smooth_l1": smooth_l1_distance,
+    "mse": mse_distance,
+}
+
+
+def jepa_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, kind: str = "cosine",
+              over_padding: bool = False) -> torch.Tensor:
+    """Latent prediction loss, fp32 scalar.
+
+    ``pred``, ``target`` (B, N, D); ``valid`` (B, N) bool marks real target slots. The per-slot
+    loss ``l`` (B, N) of ``kind`` (a key of :data:`JEPA_LOSSES`) is zeroed on padded slots, then
+
+    * ``over_padding=False`` (default): ``sum(l * valid) / max(1, sum(valid))`` — mean over the
+      real slots (0.0 with zero gradient when there is none);
+    * ``over_padding=True`` (paper): ``sum(l * valid) / (B * N)`` — the reference averages a
+      zero-padded per-slot loss over all slots, so every padded slot counts as a zero and dilutes
+      the mean by the fraction of padding.
+
+    Finite values in padded slots (of pred or target) affect neither the result nor its gradient.
+    """
+    try:
+        fn = JEPA_LOSSES[kind]
+    except KeyError:
+        raise ValueError(f"jepa loss kind must be one of {sorted(JEPA_LOSSES)}, got {kind!r}") from None
+    if pred.shape != target.shape or pred.shape[:-1] != valid.shape:
+        raise ValueError(f"shapes disagree: pred {tuple(pred.shape)}, target {tuple(target.shape)}, "
+                         f"valid {tuple(valid.shape)} (expected (B, N, D), (B, N, D), (B, N))")
+    per_slot = fn(pred, target)  # (B, N)
+    per_slot = torch.where(valid, per_slot, torch.zeros_like(per_slot))
+    if over_padding:
+        denom = float(max(1, valid.numel()))
+        return per_slot.sum() / denom
+    return per_slot.sum() / valid.sum().clamp_min(1)
