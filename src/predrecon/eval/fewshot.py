@@ -8,17 +8,17 @@ an ``embed`` function (:func:`embed_texts`).
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import stats as sps
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from predrecon.eval.stats import bootstrap_ci, t_interval
 
 EmbedFn = Callable[[list[str]], np.ndarray]
 
@@ -60,37 +60,17 @@ def fit_probe(x: np.ndarray, y: np.ndarray, C: float = 1.0, seed: int = 0,
     return clf
 
 
-def _percentile_bootstrap(values: np.ndarray, n_boot: int, ci: float, seed: int) -> tuple:
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(n_boot, len(values)))  # (n_boot, n)
-    means = values[idx].mean(axis=1)
-    a = (1.0 - ci) / 2.0
-    return float(np.quantile(means, a)), float(np.quantile(means, 1.0 - a))
-
-
 def mean_ci(values: np.ndarray, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> dict:
-    """Mean of per-example ``values`` with a bootstrap interval over examples.
-
-    Uses :func:`predrecon.eval.stats.bootstrap_ci` when that module is available, else a
-    percentile bootstrap. Returns ``{"value", "low", "high", "n"}`` (plain floats/ints).
+    """Mean of per-example ``values`` with a percentile bootstrap interval over examples
+    (:func:`predrecon.eval.stats.bootstrap_ci`). Returns ``{"value", "low", "high", "n"}``.
     """
     values = np.asarray(values, dtype=np.float64).ravel()
     if values.size == 0:
         raise ValueError("mean_ci: no values")
-    if not 0.0 < ci < 1.0:
-        raise ValueError(f"mean_ci: ci must be in (0, 1), got {ci}")
-    value = float(values.mean())
-    try:
-        from predrecon.eval.stats import bootstrap_ci
-    except ImportError:
-        bootstrap_ci = None
-    if bootstrap_ci is not None:
-        est = bootstrap_ci(np.arange(values.size), lambda i: float(values[i].mean()),
-                           n_boot=n_boot, ci=ci, seed=seed)
-        low, high = float(est.low), float(est.high)
-    else:
-        low, high = _percentile_bootstrap(values, n_boot, ci, seed)
-    return {"value": value, "low": low, "high": high, "n": int(values.size)}
+    est = bootstrap_ci(values, lambda v: v.mean(axis=-1), n_boot=n_boot, ci=ci, seed=seed,
+                       vectorized=True)  # v: (B, n) resampled values -> (B,)
+    return {"value": float(values.mean()), "low": est.low, "high": est.high,
+            "n": int(values.size)}
 
 
 # --------------------------------------------------------------------------- few-shot
@@ -113,13 +93,6 @@ def sample_k_per_class(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
                              f"fewer than k={k}")
         out.append(rng.choice(idx, size=k, replace=False))
     return np.sort(np.concatenate(out)).astype(np.int64)
-
-
-def _t_interval(acc: np.ndarray, ci: float) -> tuple[float, float]:
-    if len(acc) < 2:
-        return float("nan"), float("nan")
-    half = sps.t.ppf((1.0 + ci) / 2.0, df=len(acc) - 1) * acc.std(ddof=1) / math.sqrt(len(acc))
-    return float(acc.mean() - half), float(acc.mean() + half)
 
 
 def fewshot_curve(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
@@ -154,11 +127,10 @@ def fewshot_curve(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
             idx = sample_k_per_class(y_train, k, draw_seed)
             clf = fit_probe(x_train[idx], y_train[idx], C=C, seed=seed)
             accs.append(float((clf.predict(x_test) == y_test).mean()))
-        acc = np.asarray(accs)
-        low, high = _t_interval(acc, ci)
-        res["mean"].append(float(acc.mean()))
-        res["low"].append(low)
-        res["high"].append(high)
+        summary = t_interval(accs, ci)
+        res["mean"].append(summary.mean)
+        res["low"].append(summary.low)
+        res["high"].append(summary.high)
         res["accuracies"].append(accs)
     if include_full:
         clf = fit_probe(x_train, y_train, C=C, seed=seed)
