@@ -1,0 +1,61 @@
+"""Small corpora, tokenizers and datasets that the data-pipeline tests write themselves."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import random
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from predrecon.data.shards import TokenDataset, build_shards
+from predrecon.data.tokenizer import load_tokenizer, train_wordpiece
+
+WORDS = ("the river city north ancient music church language history king war science water light "
+         "energy theory island mountain painting novel century empire trade school village bridge "
+         "garden animal forest planet engine market council temple poet law harbour festival").split()
+
+
+def make_docs(n: int, seed: int = 0, min_words: int = 3, max_words: int = 120) -> list[str]:
+    """``n`` distinct pseudo-English documents of varied length (deterministic in ``seed``)."""
+    rng = random.Random(seed)
+    docs = []
+    for i in range(n):
+        k = rng.randint(min_words, max_words)
+        words = [rng.choice(WORDS) for _ in range(k)]
+        sents, j = [], 0
+        while j < k:
+            m = rng.randint(4, 12)
+            chunk = words[j:j + m]
+            sents.append(" ".join(chunk).capitalize() + ".")
+            j += m
+        docs.append(f"Doc {i}. " + " ".join(sents))
+    return docs
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_tokenizer_json(vocab_size: int = 160) -> str:
+    """A WordPiece trained on :func:`make_docs` (cached per process, serialised)."""
+    return train_wordpiece(make_docs(200, seed=123), vocab_size, min_frequency=1).to_str()
+
+
+def tiny_tokenizer(vocab_size: int = 160) -> Tokenizer:
+    return Tokenizer.from_str(tiny_tokenizer_json(vocab_size))
+
+
+def build_tiny(out: Path, docs: list[str] | None = None, tokenizer: Tokenizer | None = None,
+               **kw) -> TokenDataset:
+    """Build a dataset from ``docs`` (default 60 documents) with the tiny tokenizer."""
+    docs = make_docs(60) if docs is None else docs
+    kw.setdefault("progress", False)
+    build_shards(docs, tokenizer or tiny_tokenizer(), out, **kw)
+    return TokenDataset(out)
+
+
+def has_package(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def bert_tokenizer() -> Tokenizer:
+    return load_tokenizer("bert-base-uncased")
