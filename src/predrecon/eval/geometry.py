@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 from scipy.special import logsumexp
+from threadpoolctl import threadpool_limits
 
 _BLOCK = 1024  # rows per block in the pairwise loops (bounds memory to BLOCK * m floats)
 
@@ -347,7 +348,7 @@ def spectral_metrics(sv: np.ndarray, names: list[str] | None = None) -> dict[str
 
 def geometry_suite(x: np.ndarray, labels: np.ndarray | None = None, *, seed: int = 0,
                    n_uniformity: int | None = 1000, n_pairwise: int | None = 2000,
-                   t: float = 2.0) -> dict[str, float]:
+                   t: float = 2.0, n_threads: int | None = 1) -> dict[str, float]:
     """All geometry metrics of one embedding matrix, as ``{name: float}``.
 
     Always: ``n``, ``dim``, ``uniformity`` (t, seeded subsample of ``n_uniformity`` rows, the
@@ -356,8 +357,15 @@ def geometry_suite(x: np.ndarray, labels: np.ndarray | None = None, *, seed: int
     (bin regression scores first with :func:`bin_scores`): ``alignment`` (alpha=2),
     ``alignment_paper`` (alpha=4) and ``class_distance_ratio``, each on one seeded subsample of
     ``n_pairwise`` rows (None: all rows, O(n^2 d)).
+
+    BLAS runs with ``n_threads`` threads (None: library default). One thread is the default:
+    on 10k x 768 it measured 1.0 s on a loaded 2-core machine where two threads took 5-6 s.
     """
-    x = _check_x(x)
+    with threadpool_limits(limits=n_threads):
+        return _suite(_check_x(x), labels, seed, n_uniformity, n_pairwise, t)
+
+
+def _suite(x, labels, seed, n_uniformity, n_pairwise, t) -> dict[str, float]:
     sv = spectrum(x)
     out: dict[str, float] = {"n": float(x.shape[0]), "dim": float(x.shape[1]),
                              "uniformity": uniformity(x, t=t, n_samples=n_uniformity, seed=seed),
