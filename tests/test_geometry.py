@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from predrecon.eval import geometry as g
 
@@ -232,6 +234,20 @@ def test_powerlaw_alpha_drops_zero_eigenvalues():
     assert g.powerlaw_alpha(sv) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="fewer than 2"):
         g.powerlaw_alpha(np.array([1.0, 0.0, 0.0]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(hst.lists(hst.floats(0.0, 1e3), min_size=2, max_size=40).filter(lambda v: sum(v) > 1e-6))
+def test_spectral_metric_bounds(values):
+    sv = np.array(values)
+    k = sv.size
+    er = g.effective_rank(sv)
+    assert 1.0 - 1e-9 <= er <= k + 1e-9
+    assert 0.0 - 1e-12 <= g.spectral_entropy(sv) <= 1.0 + 1e-12
+    assert 1.0 - 1e-9 <= g.stable_rank(sv) <= k + 1e-9
+    r50, r90 = g.rank_at_variance(sv, 0.5), g.rank_at_variance(sv, 0.9)
+    assert 1 <= r50 <= r90 <= k
+    np.testing.assert_allclose(g.effective_rank(np.sort(sv)), er)  # order does not matter
 
 
 def test_spectral_metric_input_checks():

@@ -12,8 +12,8 @@ Two protocols live side by side:
 
 Every result is a :class:`ProbeResult`. Convergence of sklearn's lbfgs is recorded in
 ``chosen['converged']`` instead of warning. Probe problems are small (thousands x hundreds),
-so fits run with BLAS / torch limited to ``PROBE_THREADS`` threads (default 1): measured
-10x faster than multi-threaded BLAS on a loaded 2-core machine, and never slower here.
+so fits run with BLAS / torch limited to ``PROBE_THREADS`` threads (default 1): on a loaded
+2-core machine a 2000 x 512 lbfgs fit took 0.06 s single-threaded and 0.5 s with two threads.
 """
 
 from __future__ import annotations
