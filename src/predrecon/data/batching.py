@@ -34,7 +34,7 @@ from .shards import TokenDataset
 Batch = dict[str, torch.Tensor]
 
 
-class _RowBatcher:
+class RowBatcher:
     """Shared machinery: epoch orders, the row generator, batch assembly and the cursor state."""
 
     kind = ""
@@ -73,7 +73,7 @@ class _RowBatcher:
             return self.docs
         return self.docs[np.random.default_rng([self.seed, epoch]).permutation(len(self.docs))]
 
-    def __iter__(self) -> "_RowBatcher":
+    def __iter__(self) -> "RowBatcher":
         return self
 
     def __next__(self) -> Batch:
@@ -140,7 +140,7 @@ def assemble_rows(rows: list[list[np.ndarray]], seq_len: int, cls_id: int, sep_i
             "segment_ids": torch.from_numpy(seg)}
 
 
-class PackedBatcher(_RowBatcher):
+class PackedBatcher(RowBatcher):
     """Packed rows: documents cut into ``[CLS] <= T-2 tokens [SEP]`` pieces, packed into rows.
 
     The epoch's document order is cut into consecutive *groups* of about ``group_rows * T``
@@ -213,7 +213,7 @@ class PackedBatcher(_RowBatcher):
             g, r0 = g + 1, 0
 
 
-class DocumentBatcher(_RowBatcher):
+class DocumentBatcher(RowBatcher):
     """The paper's rows: one document per row, its head tokens truncated to T - 2 and padded.
 
     ``cursor`` = index in the epoch's order.
@@ -238,7 +238,7 @@ def _open(dataset: TokenDataset | str | os.PathLike[str]) -> TokenDataset:
 
 
 def make_batcher(dataset: TokenDataset | str | os.PathLike[str], data_cfg: DataConfig, split: str,
-                 batch_size: int, seed: int = 0, *, shuffle: bool = True) -> _RowBatcher:
+                 batch_size: int, seed: int = 0, *, shuffle: bool = True) -> RowBatcher:
     """The batcher for ``data_cfg.mode`` ('packed' | 'document').
 
     Document mode needs heads built with the same ``doc_chars``; raises ValueError otherwise.

@@ -75,49 +75,43 @@ def non_special_ids(vocab_size: int, special: SpecialIds) -> torch.Tensor:
 
 
 def _span_select(cand: torch.Tensor, k: torch.Tensor, mean_span: float, gen: torch.Generator) -> torch.Tensor:
-    """(B, T) bool: ``k[b]`` candidate positions per row, as contiguous runs of geometric length.
+    """(B, T) bool: exactly ``k[b]`` candidate positions per row, as spans of geometric length.
 
-    A span starts at a uniformly drawn candidate and extends over following positions while they
-    are candidates; the last span is trimmed so exactly ``k[b]`` positions are chosen.
+    Vectorised equivalent of adding spans one by one: S spans per row start at uniformly drawn
+    candidates and extend (length ~ Geometric(1 / mean_span), support 1, 2, ...) over following
+    positions while those are contiguous candidates. Positions are taken in span order (earlier
+    spans first, the last span trimmed at its end) until ``k[b]``; if the spans cover fewer, the
+    rest are uniform single positions.
     """
     B, T = cand.shape
-    out = torch.zeros(B, T, dtype=torch.bool)
-    p = 1.0 / mean_span
-    for b in range(B):
-        need = int(k[b])
-        pos = cand[b].nonzero().squeeze(1).numpy()
-        n = len(pos)
-        if need == 0 or n == 0:
-            continue
-        chosen = np.zeros(n, dtype=bool)
-        # run_end[j]: index one past the end of the contiguous candidate run containing j
-        breaks = np.nonzero(np.diff(pos) != 1)[0] + 1
-        ends = np.append(breaks, n)
-        run_end = np.repeat(ends, np.diff(np.insert(ends, 0, 0)))
-        got, tries = 0, 0
-        while got < need and tries < 8 * need + 16:
-            u = torch.rand(2, 32, generator=gen).numpy()
-            for us, ul in zip(u[0], u[1]):
-                tries += 1
-                if p >= 1.0:
-                    length = 1
-                else:
-                    length = int(math.floor(math.log(max(ul, 1e-12)) / math.log(1.0 - p))) + 1
-                s = min(int(us * n), n - 1)
-                for j in range(s, min(s + length, run_end[s])):
-                    if got == need:
-                        break
-                    if not chosen[j]:
-                        chosen[j] = True
-                        got += 1
-                if got == need:
-                    break
-        if got < need:  # very unlikely: fill the rest with single positions in random order
-            rest = np.nonzero(~chosen)[0]
-            order = torch.randperm(len(rest), generator=gen).numpy()
-            chosen[rest[order[:need - got]]] = True
-        out[b, torch.from_numpy(pos[chosen])] = True
-    return out
+    pos, valid, n = _compact(cand)  # (B, W): row positions of the candidates
+    W = pos.shape[1]
+    j = torch.arange(W)
+    starts_run = torch.ones(B, W, dtype=torch.bool)
+    starts_run[:, 1:] = pos[:, 1:] != pos[:, :-1] + 1
+    run_id = starts_run.long().cumsum(1) - 1  # (B, W) contiguous-run index of each candidate
+    run_end = torch.zeros(B, W, dtype=torch.long).scatter_reduce(
+        1, run_id, (j + 1).expand(B, W).contiguous(), reduce="amax", include_self=False)
+    run_end = run_end.gather(1, run_id)  # (B, W): one past the end of the run
+    S = int(math.ceil(2.0 * float(k.max() if B else 0) / mean_span)) + 8
+    starts = (torch.rand(B, S, generator=gen, dtype=torch.float64) * n[:, None]).long()
+    starts = torch.minimum(starts, (n[:, None] - 1).clamp(min=0))  # (B, S)
+    u = torch.rand(B, S, generator=gen, dtype=torch.float64).clamp(min=1e-12)
+    if mean_span <= 1.0:
+        lengths = torch.ones(B, S, dtype=torch.long)
+    else:
+        lengths = torch.floor(torch.log(u) / math.log(1.0 - 1.0 / mean_span)).long() + 1
+    ends = torch.minimum(starts + lengths, run_end.gather(1, starts))  # (B, S)
+    cover = (j >= starts[..., None]) & (j < ends[..., None])  # (B, S, W)
+    prio = torch.where(cover, torch.arange(S)[:, None], S).min(dim=1).values  # (B, W) first span covering
+    key = torch.where(prio < S, prio * W + j, (S + torch.rand(B, W, generator=gen, dtype=torch.float64)) * W)
+    key = torch.where(valid, key.double(), torch.full((B, W), float("inf"), dtype=torch.float64))
+    rank = torch.empty(B, W, dtype=torch.long)
+    rank.scatter_(1, key.argsort(dim=1), j.expand(B, W).contiguous())
+    chosen = (rank < k[:, None]) & valid  # (B, W)
+    out = torch.zeros(B, T, dtype=torch.long)
+    out.scatter_add_(1, pos, chosen.long())
+    return out > 0
 
 
 def mlm_mask(input_ids: torch.Tensor, maskable: torch.Tensor, cfg: MLMConfig, special: SpecialIds,
