@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import random
 
 import numpy as np
@@ -186,3 +187,11 @@ def test_missing_truncated_or_corrupt_files_detected(tmp_path):
     tokens.unlink()
     with pytest.raises(DatasetError, match="missing files train.tokens.00000.bin"):
         TokenDataset(tmp_path / "ds")
+
+
+def test_pickles_by_path(tmp_path):
+    ds = build_tiny(tmp_path / "ds", make_docs(10))
+    blob = pickle.dumps(ds)
+    assert len(blob) < 1000  # the memory maps are not copied into the pickle
+    again = pickle.loads(blob)
+    assert np.array_equal(again.doc("train", 0), ds.doc("train", 0))

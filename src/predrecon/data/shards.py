@@ -436,6 +436,12 @@ class TokenDataset:
         """(num_docs,) int64 token count of every document head."""
         return np.diff(np.asarray(self._stream(split, "heads").offsets))
 
+    def __getstate__(self) -> dict[str, Any]:  # pickle the path, not the memory maps
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])  # type: ignore[misc]
+
     def __repr__(self) -> str:
         counts = ", ".join(f"{s}={self.num_docs(s)}" for s in self.splits)
         return f"TokenDataset({str(self.path)!r}, docs: {counts}, vocab={self.vocab_size})"
