@@ -178,6 +178,7 @@ def test_robustness_eval_closed_form_cases():
     assert res[("word_dropout", 0.5)]["cosine"]["value"] < 0.9
     for x in r["results"]:
         assert x["drop"]["value"] == pytest.approx(r["clean_accuracy"]["value"] - x["accuracy"]["value"])
+        assert -1.0 <= x["cosine"]["low"] and x["cosine"]["high"] <= 1.0
         for key in ("accuracy", "drop", "cosine"):
             assert x[key]["low"] <= x[key]["value"] + 1e-12 <= x[key]["high"] + 2e-12
 

