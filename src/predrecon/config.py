@@ -184,7 +184,7 @@ class TrainConfig:
     keep_ckpts: int = 2
     diag_every: int = 100  # collapse diagnostics
     collapse_std: float = 1e-3  # warn when a feature std falls below this
-    collapse_rank: float = 2.0  # warn when effective rank falls below this
+    collapse_rank: float = 1.1  # warn when effective rank (>= 1 by definition) falls below this
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -1,0 +1,261 @@
+"""The training loop: build -> (resume) -> step until done, logging and checkpointing.
+
+``train(cfg, out_dir, resume="auto")`` is the whole contract. One step:
+
+1. schedules are read by step (lr, EMA momentum) — resume needs no replay;
+2. ``accum_steps`` micro-batches: rows from the batcher, masks from the collator seeded by
+   (seed, micro-step), forward under autocast (bf16 on CUDA, fp32 on CPU), backward;
+3. clip, optimizer step, EMA update of the target;
+4. every ``log_every`` a JSONL record; every ``diag_every`` collapse diagnostics; every
+   ``ckpt_every`` (and at the end) an atomic checkpoint with everything needed to resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import ConfigError, RunConfig
+from ..data.batching import make_batcher
+from ..data.masking import Collator
+from ..data.shards import TokenDataset
+from .checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from .diagnostics import Diagnostics
+from .meta import HybridModel
+from .schedules import linear, warmup_cosine
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    return dev
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None = plain fp32. ``auto`` is bf16 on CUDA, fp32 on CPU (house rule 7)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(model: HybridModel, cfg: RunConfig, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with three groups: weights (decayed), biases/norms/embeddings' 1-D params (not
+    decayed), and the balancer's own parameters (their own lr and weight decay)."""
+    bal_ids = {id(p) for p in model.balancer.parameters()}
+    decay, no_decay, bal = [], [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in bal_ids:
+            bal.append(p)
+        elif p.dim() >= 2:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    o = cfg.optim
+    groups = [
+        {"params": decay, "weight_decay": o.weight_decay, "lr_scale": 1.0, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0, "name": "no_decay"},
+    ]
+    if bal:
+        groups.append({"params": bal, "weight_decay": o.balancer_weight_decay,
+                       "lr_scale": o.balancer_lr / o.lr, "name": "balancer"})
+    kw: dict[str, Any] = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps, **kw)
+
+
+def lr_at(cfg: RunConfig, step: int) -> float:
+    o = cfg.optim
+    return warmup_cosine(step, cfg.train.steps, o.warmup_steps, o.lr, o.start_lr, o.min_lr)
+
+
+def momentum_at(cfg: RunConfig, step: int) -> float:
+    return linear(step, cfg.train.steps, cfg.jepa.ema_start, cfg.jepa.ema_end)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class JsonlLogger:
+    """Append-only JSONL log; on resume, records after the resumed step are dropped first."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            keep = [ln for ln in path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("step", -1) <= resume_step]
+            path.write_text("".join(ln + "\n" for ln in keep))
+        elif resume_step is None and path.exists():
+            path.unlink()
+        self._f = open(path, "a")
+
+    def write(self, rec: dict[str, Any]) -> None:
+        self._f.write(json.dumps(rec) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
+          max_steps: int | None = None) -> dict[str, Any]:
+    """Train ``cfg`` into ``out_dir``; returns a summary dict (final losses, tokens/s, ...).
+
+    ``resume``: ``"auto"`` continues from the newest valid checkpoint in ``out_dir`` if any,
+    ``"none"`` starts fresh (refusing to overwrite a run that has checkpoints), or a path to a
+    checkpoint directory. ``max_steps`` stops early after that global step (used to test resume)
+    without changing the schedules.
+    """
+    cfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.data.path:
+        raise ConfigError("data.path: no dataset given (build one with `predrecon data build`)")
+    ds = TokenDataset(cfg.data.path)
+    if cfg.model.vocab_size == 0:
+        cfg.model.vocab_size = ds.vocab_size
+    elif cfg.model.vocab_size != ds.vocab_size:
+        raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} differs from the dataset's "
+                          f"tokenizer ({ds.vocab_size}); set it to 0 to take it from the data")
+    device = resolve_device(cfg.train.device)
+    amp = autocast_dtype(cfg.train.precision, device)
+    seed_everything(cfg.train.seed)
+
+    model = HybridModel(cfg, ds.vocab_size, ds.special_ids).to(device)
+    optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    batcher = make_batcher(ds, cfg.data, "train", cfg.train.batch_size, cfg.train.seed)
+    collator = Collator(cfg.mlm, cfg.jepa, cfg.objective, ds.special_ids, ds.vocab_size, cfg.train.seed)
+    diag = Diagnostics(cfg, ds, collator, device)
+
+    start = 0
+    ckpt = None
+    if resume == "auto":
+        ckpt = latest_valid_checkpoint(out)
+    elif resume != "none":
+        ckpt = Path(resume)
+    elif any((out / "checkpoints").glob("step_*")):
+        raise ConfigError(f"{out} already holds checkpoints: pass --resume auto to continue or choose "
+                          "another --out")
+    if ckpt is not None:
+        loaded = load_checkpoint(ckpt)
+        saved_cfg = loaded.state.get("config", {})
+        if saved_cfg and saved_cfg.get("model") != cfg.to_dict()["model"]:
+            raise ConfigError(f"resume: model config in {ckpt} differs from the requested one")
+        model.load_state_dict(loaded.model)
+        if model.target is not None and loaded.target is not None:
+            model.target.load_state_dict(loaded.target)
+        if loaded.optimizer is not None:
+            optimizer.load_state_dict(loaded.optimizer)
+        batcher.load_state_dict(loaded.state["data"])
+        set_rng_state(loaded.rng)
+        start = loaded.step
+
+    n_enc = sum(p.numel() for p in model.encoder.parameters())
+    n_emb = sum(p.numel() for n, p in model.encoder.named_parameters() if "emb" in n)
+    n_all = sum(p.numel() for p in model.parameters()) + (
+        sum(p.numel() for p in model.target.parameters()) if model.target is not None else 0)
+    header = {"event": "start", "step": start, "device": str(device), "precision": str(amp or "fp32"),
+              "params_encoder": n_enc, "params_encoder_non_embedding": n_enc - n_emb,
+              "params_total_incl_target": n_all, "config": cfg.to_dict()}
+    (out / "config.json").write_text(cfg.to_json())
+    log = JsonlLogger(out / "log.jsonl", start if ckpt is not None else None)
+    log.write(header)
+    if cfg.train.progress:
+        tqdm.write(f"[predrecon] encoder {n_enc / 1e6:.2f} M params ({(n_enc - n_emb) / 1e6:.2f} M "
+                   f"non-embedding) | objective {cfg.objective.kind} | device {device} | "
+                   f"{'resuming at step %d' % start if start else 'fresh run'}")
+
+    end = cfg.train.steps if max_steps is None else min(cfg.train.steps, max_steps)
+    accum = cfg.optim.accum_steps
+    tokens_seen, t0 = 0, time.perf_counter()
+    last: dict[str, float] = {}
+    tok_rate = 0.0
+    bar = tqdm(total=end, initial=start, disable=not cfg.train.progress, desc=f"train {cfg.objective.kind}",
+               dynamic_ncols=True)
+    model.train()
+    for step in range(start, end):
+        lr = lr_at(cfg, step)
+        for g in optimizer.param_groups:
+            g["lr"] = lr * g["lr_scale"]
+        logs_acc: list[dict[str, torch.Tensor]] = []
+        for micro in range(accum):
+            rows = next(batcher)
+            batch = _to(collator(rows, step * accum + micro), device)
+            tokens_seen += int(rows["segment_ids"].ne(0).sum())
+            ctx = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+            with ctx:
+                total, logs = model(batch)
+            loss = total / accum
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            logs_acc.append(logs)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        gnorm = None
+        if cfg.optim.grad_clip > 0:
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        model.update_target(momentum_at(cfg, step))
+        done = step + 1
+
+        if done % cfg.train.log_every == 0 or done == end:
+            rec = {k: float(torch.stack([l[k].float() for l in logs_acc]).mean()) for k in logs_acc[0]}
+            if not all(math.isfinite(v) for v in rec.values()):
+                raise FloatingPointError(f"non-finite loss at step {done}: {rec}")
+            elapsed = time.perf_counter() - t0
+            tok_rate = tokens_seen / max(elapsed, 1e-9)
+            rec.update(step=done, lr=lr, momentum=momentum_at(cfg, step), tokens_per_s=tok_rate,
+                       grad_norm=float(gnorm) if gnorm is not None else None)
+            log.write(rec)
+            last = rec
+            bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("loss_mlm", "loss_jepa", "lambda") if k in rec}
+                            | {"tok/s": f"{tok_rate:,.0f}"})
+        if cfg.train.diag_every and (done % cfg.train.diag_every == 0 or done == end):
+            model.eval()
+            d = diag.run(model, batch)
+            model.train()
+            log.write({"event": "diagnostics", "step": done, **d})
+            for w in d.get("warnings", []):
+                if cfg.train.progress:
+                    tqdm.write(f"[predrecon] WARNING: {w}")
+                else:
+                    warnings.warn(w, stacklevel=1)
+        if done % cfg.train.ckpt_every == 0 or done == end:
+            save_checkpoint(out, done, model=model.state_dict(),
+                            target=model.target.state_dict() if model.target is not None else None,
+                            optimizer=optimizer.state_dict(),
+                            state={"data": batcher.state_dict(), "config": cfg.to_dict()},
+                            keep=cfg.train.keep_ckpts)
+        bar.update(1)
+    bar.close()
+    summary = {"event": "end", "step": end, "tokens_per_s": tok_rate,
+               "wall_s": time.perf_counter() - t0, **{k: v for k, v in last.items() if k.startswith(("loss", "lambda", "w_"))}}
+    log.write(summary)
+    log.close()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
