@@ -118,8 +118,13 @@ def test_over_padding_divides_by_all_slots():
     valid[0, 0] = True
     per_slot = 1 - F.cosine_similarity(pred, target, dim=-1)
     assert jepa_loss(pred, target, valid).item() == pytest.approx(per_slot[valid].mean().item(), rel=1e-6)
+    # zero-padded slots: cos(0, 0) = 0, so each adds 1 to the cosine loss, 0 to mse
+    n_pad = int((~valid).sum())
     assert jepa_loss(pred, target, valid, over_padding=True).item() == pytest.approx(
-        per_slot[valid].sum().item() / 10, rel=1e-6)
+        (per_slot[valid].sum().item() + n_pad) / 10, rel=1e-6)
+    sq = (pred - target).pow(2).mean(-1)
+    assert jepa_loss(pred, target, valid, kind="mse", over_padding=True).item() == pytest.approx(
+        sq[valid].sum().item() / 10, rel=1e-6)
 
 
 @pytest.mark.parametrize("kind,ref", [

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, RunConfig, apply_overrides
+from .train.checkpoint import CheckpointError
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -87,7 +88,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train.loop import train
 
     cfg = build_config(args, data=args.data)
-    print(cfg.to_json() if args.print_config else f"[predrecon] config saved to {args.out}/config.json")
+    if args.print_config:
+        print(cfg.to_json())
     summary = train(cfg, args.out, resume=args.resume)
     print(json.dumps(summary, indent=2))
     return 0
@@ -122,6 +124,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         compare(args.evals, args.out, labels=_csv(args.labels) if args.labels else None)
     print(f"[predrecon] report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiment import run_experiment
+
+    run_experiment(preset=args.preset, arms=args.arms, seeds=args.seeds, out=args.out, data=args.data,
+                   source=args.source, tasks=_csv(args.tasks) if args.tasks else None,
+                   poolings=_csv(args.poolings) if args.poolings else None, overrides=args.overrides,
+                   faithful=args.faithful, glue_dir=args.glue_dir, max_examples=args.max_examples,
+                   n_boot=args.n_boot, extras=tuple(_csv(args.extras)) if args.extras else ())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .experiment import run_demo
+
+    run_demo(args.out, seeds=args.seeds)
     return 0
 
 
@@ -189,6 +209,36 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--labels", help="comma-separated names for the eval dirs")
     c.add_argument("--out", required=True)
     c.set_defaults(func=cmd_compare)
+
+    x = sub.add_parser("experiment", help="the paper's experiment: arms x seeds -> train -> eval -> report",
+                       description="Pre-train every arm with every seed on the same data and steps, evaluate "
+                                   "each encoder, and write one comparison report (Markdown + HTML) with "
+                                   "intervals and tests. Re-running the same command resumes.")
+    x.add_argument("--preset", default="tiny", help="debug | tiny | paper | base")
+    x.add_argument("--arms", default="hybrid,mlm",
+                   help="comma-separated: hybrid[:BALANCER], mlm, jepa, mlm-flops (MLM with the hybrid's FLOPs)")
+    x.add_argument("--seeds", type=int, default=3, help="seeds per arm")
+    x.add_argument("--out", required=True)
+    x.add_argument("--data", help="existing dataset dir (default: build OUT/data from --source)")
+    x.add_argument("--source", default="wiki-leads", help="corpus when --data is not given")
+    x.add_argument("--tasks", help="evaluation tasks (default: GLUE five if found, else built-in sets)")
+    x.add_argument("--poolings", help="default: mean,max,cls,weighted,attention")
+    x.add_argument("--extras", default="fewshot,robustness,crosslingual,similarity",
+                   help="evaluations beyond the paper ('' for none)")
+    x.add_argument("--faithful", action="store_true", help="the reference code's behaviour and protocol")
+    x.add_argument("--glue-dir")
+    x.add_argument("--max-examples", type=int, default=2000)
+    x.add_argument("--n-boot", type=int, default=1000)
+    x.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every arm")
+    x.set_defaults(func=cmd_experiment)
+
+    m = sub.add_parser("demo", help="the main job on built-in data, sized for a laptop CPU (< 15 min)",
+                       description="A short hybrid-vs-MLM experiment on the built-in Wikipedia leads, "
+                                   "evaluated on GLUE when ../shared/data/glue is present, else on the "
+                                   "built-in labelled sets; prints where the report is and a summary table.")
+    m.add_argument("--out", default="runs/demo")
+    m.add_argument("--seeds", type=int, default=2)
+    m.set_defaults(func=cmd_demo)
     return p
 
 
@@ -197,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, CheckpointError) as e:
         print(f"predrecon: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -77,9 +77,11 @@ def jepa_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, kin
 
     * ``over_padding=False`` (default): ``sum(l * valid) / max(1, sum(valid))`` — mean over the
       real slots (0.0 with zero gradient when there is none);
-    * ``over_padding=True`` (paper): ``sum(l * valid) / (B * N)`` — the reference averages a
-      zero-padded per-slot loss over all slots, so every padded slot counts as a zero and dilutes
-      the mean by the fraction of padding.
+    * ``over_padding=True`` (paper): the reference zero-pads the gathered predictions and targets
+      and averages the per-slot loss over all ``B * N`` slots, so every padded slot contributes
+      the loss of a zero vector against a zero vector: 1 for ``cosine`` (cos(0, 0) = 0), 0 for
+      ``mse``/``smooth_l1``. Its gradient is diluted by the padding fraction and, for the cosine
+      loss, its value is raised by it — which also shifts the ``sigmoid`` balancer's dynamics.
 
     Finite values in padded slots (of pred or target) affect neither the result nor its gradient.
     """
@@ -91,8 +93,10 @@ def jepa_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, kin
         raise ValueError(f"shapes disagree: pred {tuple(pred.shape)}, target {tuple(target.shape)}, "
                          f"valid {tuple(valid.shape)} (expected (B, N, D), (B, N, D), (B, N))")
     per_slot = fn(pred, target)  # (B, N)
-    per_slot = torch.where(valid, per_slot, torch.zeros_like(per_slot))
     if over_padding:
-        denom = float(max(1, valid.numel()))
-        return per_slot.sum() / denom
+        zero = pred.new_zeros((1, pred.shape[-1]))
+        pad_value = fn(zero, zero).detach()  # (1,) loss of a zero-padded slot
+        per_slot = torch.where(valid, per_slot, pad_value)
+        return per_slot.sum() / float(max(1, valid.numel()))
+    per_slot = torch.where(valid, per_slot, torch.zeros_like(per_slot))
     return per_slot.sum() / valid.sum().clamp_min(1)

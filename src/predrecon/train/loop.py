@@ -128,10 +128,10 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
     """
     cfg.validate()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if not cfg.data.path:
         raise ConfigError("data.path: no dataset given (build one with `predrecon data build`)")
     ds = TokenDataset(cfg.data.path)
+    out.mkdir(parents=True, exist_ok=True)
     if cfg.model.vocab_size == 0:
         cfg.model.vocab_size = ds.vocab_size
     elif cfg.model.vocab_size != ds.vocab_size:
