@@ -39,7 +39,7 @@ import inspect
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -228,155 +228,184 @@ def _geometry(x: np.ndarray, geo_labels: np.ndarray | None, n_boot: int, seed: i
     return metrics, {"seed": seed, "n_boot": n_boot, "values": reps}, geometry.spectrum(x)
 
 
-def _evaluate_pooling(prep: _Prepared, pooling: str, enc: TextEncoder, *, faithful: bool, seed: int,
-                      n_boot: int, n_boot_geometry: int, max_len: int, pooler_epochs: int) -> tuple[dict, np.ndarray]:
-    data, report, train = prep.data, prep.report, prep.train
-    reg = data.kind == "regression"
-    n = len(report)
-    pooler = build_pooler(pooling, enc.dim, max_len=max(max_len, 8), seed=seed, faithful=faithful)
-    fit_log: dict = {}
-    if pooler.trainable and not faithful and train is not None:
-        fit_log = pooler.fit(prep.joint["train"], train.labels, data.kind, data.num_classes, seed=seed,
-                             epochs=pooler_epochs)
-    x = pooler.pool(prep.joint["report"])  # (n, D)
-    x_tr = pooler.pool(prep.joint["train"]) if train is not None else None
-    y = report.labels
-    pe: dict = {"labels": y.astype(np.float64)}
-    details: dict = {"pooler": {"status": pooler.status, **fit_log}}
-    notes: list[str] = []
-    m: dict = {}
+@dataclass
+class _Ctx:
+    """What the metric groups of one (task, pooling) share and fill in."""
 
-    # geometry
-    if reg:
-        lo, hi = (0.0, 5.0) if y.min() >= 0 and y.max() <= 5 else (None, None)
-        pe["geometry_labels"] = geometry.bin_scores(y, 5, lo, hi)
-    else:
-        pe["geometry_labels"] = y.astype(np.int64)
-    geo, reps, sv = _geometry(x, pe["geometry_labels"], n_boot_geometry, seed)
-    m.update(geo)
+    prep: _Prepared
+    pooler: object
+    x: np.ndarray  # (n, D) pooled reported split
+    x_tr: np.ndarray | None  # (n_train, D) pooled train subset
+    n_boot: int
+    seed: int
+    pe: dict = field(default_factory=dict)  # per-example vectors (NaN = not evaluated)
+    m: dict = field(default_factory=dict)  # metric name -> entry
+    details: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    _sides: dict = field(default_factory=dict)
 
-    # lexical (reference wordpieces)
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    def add(self, name: str, spec: dict) -> None:
+        self.m[name] = _interval(spec, self.pe, self.n, self.n_boot, self.seed)
+
+    def sides(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled (u, v) of a pair split, float64, computed once."""
+        if split not in self._sides:
+            a, b = self.prep.sides[split]
+            self._sides[split] = (self.pooler.pool(a).astype(np.float64), self.pooler.pool(b).astype(np.float64))
+        return self._sides[split]
+
+
+def _lexical(c: _Ctx, faithful: bool) -> str | None:
+    """Lexical probes, control task, selectivity, bag of words. Returns the per-example key of
+    the main lexical probe (train->report in improved mode, the paper's CV in faithful mode)."""
+    prep, x, x_tr, n, seed = c.prep, c.x, c.x_tr, c.n, c.seed
     lex_dev, keep_dev = probes.most_frequent_wordpiece_labels(prep.ref_ids["report"], prep.special, 5)
-    lex_main = None
+    main, ctrl_rows, ctrl_fit, lex_tr = None, None, None, None
     if np.unique(lex_dev[keep_dev]).size >= 2:
         r = probes.lexical_probe_paper(x[keep_dev], lex_dev[keep_dev], seed=seed)
-        pe["lexical_paper_correct"] = _nan_full(n, np.flatnonzero(keep_dev), r.correct)
-        m["lexical.probe_paper"] = _interval({"type": "mean", "key": "lexical_paper_correct"}, pe, n, n_boot, seed)
-        details["lexical_probe_paper"] = {"fold_mean": r.score, **_jsonable(r.chosen)}
-        lex_main = "lexical_paper_correct"
-        ctrl_rows, ctrl_fit = np.flatnonzero(keep_dev), None
+        c.pe["lexical_paper_correct"] = _nan_full(n, np.flatnonzero(keep_dev), r.correct)
+        c.add("lexical.probe_paper", {"type": "mean", "key": "lexical_paper_correct"})
+        c.details["lexical_probe_paper"] = {"fold_mean": r.score, **_jsonable(r.chosen)}
+        main, ctrl_rows = "lexical_paper_correct", np.flatnonzero(keep_dev)
     else:
-        notes.append("lexical probe (paper) skipped: fewer than 2 wordpiece classes with >= 5 texts")
-    if train is not None and not faithful:
+        c.notes.append("lexical probe (paper) skipped: fewer than 2 wordpiece classes with >= 5 texts")
+    if x_tr is not None and not faithful:
         lex_tr, keep_tr = probes.most_frequent_wordpiece_labels(prep.ref_ids["train"], prep.special, 5)
         classes = np.unique(lex_tr[keep_tr])
-        test_rows = np.flatnonzero(np.isin(lex_dev, classes) & (lex_dev >= 0))
-        if classes.size >= 2 and test_rows.size >= 2:
-            r = probes.semantic_probe(x_tr[keep_tr], lex_tr[keep_tr], x[test_rows], lex_dev[test_rows], seed=seed)
-            pe["lexical_correct"] = _nan_full(n, test_rows, r.correct)
-            m["lexical.probe"] = _interval({"type": "mean", "key": "lexical_correct"}, pe, n, n_boot, seed)
-            details["lexical_probe"] = _jsonable(r.chosen)
-            lex_main, ctrl_rows, ctrl_fit = "lexical_correct", test_rows, np.flatnonzero(keep_tr)
+        rows = np.flatnonzero(np.isin(lex_dev, classes) & (lex_dev >= 0))
+        if classes.size >= 2 and rows.size >= 2:
+            r = probes.semantic_probe(x_tr[keep_tr], lex_tr[keep_tr], x[rows], lex_dev[rows], seed=seed)
+            c.pe["lexical_correct"] = _nan_full(n, rows, r.correct)
+            c.add("lexical.probe", {"type": "mean", "key": "lexical_correct"})
+            c.details["lexical_probe"] = _jsonable(r.chosen)
+            main, ctrl_rows, ctrl_fit = "lexical_correct", rows, np.flatnonzero(keep_tr)
         else:
-            notes.append("lexical probe (train->report) skipped: too few wordpiece classes")
-    if lex_main is not None:  # control task with the same protocol as the main lexical probe
-        n_cls = int(np.unique(lex_dev[ctrl_rows]).size if ctrl_fit is None else np.unique(lex_tr[ctrl_fit]).size)
-        all_ids = prep.ref_ids["report"] + (prep.ref_ids["train"] if ctrl_fit is not None else [])
-        ctrl = probes.control_task_labels(all_ids, max(n_cls, 2), seed=seed, special_ids=prep.special)
+            c.notes.append("lexical probe (train->report) skipped: too few wordpiece classes")
+    if main is not None:  # control task (Hewitt & Liang) under the main probe's protocol
+        n_cls = np.unique(lex_dev[ctrl_rows] if ctrl_fit is None else lex_tr[ctrl_fit]).size
+        ids = prep.ref_ids["report"] + (prep.ref_ids["train"] if ctrl_fit is not None else [])
+        ctrl = probes.control_task_labels(ids, max(int(n_cls), 2), seed=seed, special_ids=prep.special)
         c_dev, c_tr = ctrl[:n], ctrl[n:]
         try:
             if ctrl_fit is None:
                 rc = probes.lexical_probe_paper(x[ctrl_rows], c_dev[ctrl_rows], seed=seed)
             else:
                 rc = probes.semantic_probe(x_tr[ctrl_fit], c_tr[ctrl_fit], x[ctrl_rows], c_dev[ctrl_rows], seed=seed)
-            pe["control_correct"] = _nan_full(n, ctrl_rows, rc.correct)
-            m["lexical.control"] = _interval({"type": "mean", "key": "control_correct"}, pe, n, n_boot, seed)
-            m["lexical.selectivity"] = _interval(
-                {"type": "difference", "a": {"type": "mean", "key": lex_main},
-                 "b": {"type": "mean", "key": "control_correct"}}, pe, n, n_boot, seed)
+            c.pe["control_correct"] = _nan_full(n, ctrl_rows, rc.correct)
+            c.add("lexical.control", {"type": "mean", "key": "control_correct"})
+            c.add("lexical.selectivity", {"type": "difference", "a": {"type": "mean", "key": main},
+                                          "b": {"type": "mean", "key": "control_correct"}})
         except ValueError as e:
-            notes.append(f"control task skipped: {e}")
-    if train is not None:
+            c.notes.append(f"control task skipped: {e}")
+    if x_tr is not None:
         try:
-            bow = probes.bow_probe(x_tr, prep.ref_ids["train"], x, prep.ref_ids["report"], special_ids=prep.special,
-                                   seed=seed)
+            bow = probes.bow_probe(x_tr, prep.ref_ids["train"], x, prep.ref_ids["report"],
+                                   special_ids=prep.special, seed=seed)
             for k in ("micro_f1", "mean_auc"):
-                m[f"lexical.bow_{k}"] = _entry(bow[k], math.nan, math.nan, n, "none (no per-example output)", None)
+                c.m[f"lexical.bow_{k}"] = _entry(bow[k], math.nan, math.nan, n, "none (no per-example output)", None)
         except ValueError as e:
-            notes.append(f"bag-of-words probe skipped: {e}")
+            c.notes.append(f"bag-of-words probe skipped: {e}")
+    return main
 
-    # semantic
-    sem_key = None
+
+def _semantic(c: _Ctx, faithful: bool) -> dict | None:
+    """Semantic probes; returns the recipe of the main semantic score (for the balance)."""
+    prep, x, seed = c.prep, c.x, c.seed
+    data, train, y = prep.data, prep.train, prep.report.labels
+    reg = data.kind == "regression"
+    main = None
     if train is not None and not reg:
-        r = probes.semantic_probe(x_tr, train.labels, x, y, seed=seed)
-        pe["semantic_correct"] = r.correct.astype(np.float64)
-        m["semantic.probe"] = _interval({"type": "mean", "key": "semantic_correct"}, pe, n, n_boot, seed)
-        details["semantic_probe"] = _jsonable(r.chosen)
-        sem_key = {"type": "mean", "key": "semantic_correct"}
+        r = probes.semantic_probe(c.x_tr, train.labels, x, y, seed=seed)
+        c.pe["semantic_correct"] = r.correct.astype(np.float64)
+        main = {"type": "mean", "key": "semantic_correct"}
+        c.add("semantic.probe", main)
+        c.details["semantic_probe"] = _jsonable(r.chosen)
     if reg and prep.report.is_pair:
-        u = pooler.pool(prep.sides["report"][0]).astype(np.float64)
-        v = pooler.pool(prep.sides["report"][1]).astype(np.float64)
-        pe["sts_cosine"] = np.einsum("ij,ij->i", u, v) / np.maximum(
+        u, v = c.sides("report")
+        c.pe["sts_cosine"] = np.einsum("ij,ij->i", u, v) / np.maximum(
             np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1), 1e-12)
-        m["semantic.sts_zero_shot"] = _interval({"type": "spearman", "pred": "sts_cosine", "target": "labels"},
-                                                pe, n, n_boot, seed)
+        c.add("semantic.sts_zero_shot", {"type": "spearman", "pred": "sts_cosine", "target": "labels"})
         if train is not None:
-            ut, vt = pooler.pool(prep.sides["train"][0]), pooler.pool(prep.sides["train"][1])
-            r = probes.sts_regressor(probes.pair_features(ut, vt), train.labels, probes.pair_features(u, v), y,
-                                     seed=seed)
-            pe["sts_regressor_pred"] = r.predictions.astype(np.float64)
-            sem_key = {"type": "spearman", "pred": "sts_regressor_pred", "target": "labels"}
-            m["semantic.sts_regressor"] = _interval(sem_key, pe, n, n_boot, seed)
-            details["sts_regressor"] = _jsonable(r.chosen)
+            r = probes.sts_regressor(probes.pair_features(*c.sides("train")), train.labels,
+                                     probes.pair_features(u, v), y, seed=seed)
+            c.pe["sts_regressor_pred"] = r.predictions.astype(np.float64)
+            main = {"type": "spearman", "pred": "sts_regressor_pred", "target": "labels"}
+            c.add("semantic.sts_regressor", main)
+            c.details["sts_regressor"] = _jsonable(r.chosen)
     if faithful:
         try:
             if reg:
                 r = probes.sts_regressor_cv_paper(x, y, seed=seed)
-                pe["semantic_cv_pred"] = r.predictions.astype(np.float64)
+                c.pe["semantic_cv_pred"] = r.predictions.astype(np.float64)
                 spec = {"type": "spearman", "pred": "semantic_cv_pred", "target": "labels"}
             else:
                 r = probes.semantic_probe_cv_paper(x, y, seed=seed)
-                pe["semantic_cv_correct"] = r.correct.astype(np.float64)
+                c.pe["semantic_cv_correct"] = r.correct.astype(np.float64)
                 spec = {"type": "mean", "key": "semantic_cv_correct"}
-            m["semantic.cv_paper"] = _interval(spec, pe, n, n_boot, seed)
-            details["semantic_cv_paper"] = {"fold_mean": r.score, **_jsonable(r.chosen)}
-            sem_key = spec  # the paper's balance uses its CV protocols on both sides
+            c.add("semantic.cv_paper", spec)
+            c.details["semantic_cv_paper"] = {"fold_mean": r.score, **_jsonable(r.chosen)}
+            main = spec  # the paper's balance uses its CV protocol on both sides
         except ValueError as e:
-            notes.append(f"semantic CV (paper) skipped: {e}")
+            c.notes.append(f"semantic CV (paper) skipped: {e}")
+    return main
 
-    # balance
-    if sem_key is not None and lex_main is not None:
-        lex_spec = {"type": "mean", "key": lex_main}
+
+def _linear_probe(c: _Ctx) -> None:
+    """The paper's LayerNorm -> Dropout -> Linear probe; lr/epoch chosen on 10 % of train."""
+    train, report, reg = c.prep.train, c.prep.report, c.prep.data.kind == "regression"
+    if report.is_pair:
+        f_tr, f_te = probes.pair_features(*c.sides("train")), probes.pair_features(*c.sides("report"))
+    else:
+        f_tr, f_te = c.x_tr, c.x
+    perm = np.random.default_rng(c.seed).permutation(len(train))
+    va, fi = perm[:max(2, len(train) // 10)], perm[max(2, len(train) // 10):]
+    r = probes.linear_probe_paper(f_tr[fi], train.labels[fi], f_tr[va], train.labels[va], f_te, report.labels,
+                                  seed=c.seed, regression=reg)
+    if reg:
+        c.pe["linear_probe_pred"] = r.predictions.astype(np.float64)
+        c.add("linear_probe.paper", {"type": "spearman", "pred": "linear_probe_pred", "target": "labels"})
+    else:
+        c.pe["linear_probe_correct"] = r.correct.astype(np.float64)
+        c.add("linear_probe.paper", {"type": "mean", "key": "linear_probe_correct"})
+    c.details["linear_probe_paper"] = _jsonable(r.chosen)
+
+
+def _evaluate_pooling(prep: _Prepared, pooling: str, enc: TextEncoder, *, faithful: bool, seed: int,
+                      n_boot: int, n_boot_geometry: int, max_len: int, pooler_epochs: int) -> tuple[dict, np.ndarray]:
+    data, train, y = prep.data, prep.train, prep.report.labels
+    pooler = build_pooler(pooling, enc.dim, max_len=max(max_len, 8), seed=seed, faithful=faithful)
+    fit_log: dict = {}
+    if pooler.trainable and not faithful and train is not None:
+        fit_log = pooler.fit(prep.joint["train"], train.labels, data.kind, data.num_classes, seed=seed,
+                             epochs=pooler_epochs)
+    c = _Ctx(prep, pooler, pooler.pool(prep.joint["report"]),
+             pooler.pool(prep.joint["train"]) if train is not None else None, n_boot, seed)
+    c.details["pooler"] = {"status": pooler.status, **fit_log}
+    c.pe["labels"] = y.astype(np.float64)
+    if data.kind == "regression":  # STS-B: scores binned into 5 classes for alignment / class ratio
+        lo, hi = (0.0, 5.0) if y.min() >= 0 and y.max() <= 5 else (None, None)
+        c.pe["geometry_labels"] = geometry.bin_scores(y, 5, lo, hi)
+    else:
+        c.pe["geometry_labels"] = y.astype(np.int64)
+    geo, reps, sv = _geometry(c.x, c.pe["geometry_labels"], n_boot_geometry, seed)
+    c.m.update(geo)
+    lex = _lexical(c, faithful)
+    sem = _semantic(c, faithful)
+    if sem is not None and lex is not None:
         for kind in ("difference", "ratio"):
-            m[f"balance.{kind}"] = _interval({"type": kind, "a": sem_key, "b": lex_spec}, pe, n, n_boot, seed)
-
-    # the paper's linear probe (mean pooling only)
+            c.add(f"balance.{kind}", {"type": kind, "a": sem, "b": {"type": "mean", "key": lex}})
     if pooling == "mean" and train is not None:
-        if report.is_pair:
-            f_tr = probes.pair_features(pooler.pool(prep.sides["train"][0]), pooler.pool(prep.sides["train"][1]))
-            f_te = probes.pair_features(pooler.pool(prep.sides["report"][0]), pooler.pool(prep.sides["report"][1]))
-        else:
-            f_tr, f_te = x_tr, x
-        perm = np.random.default_rng(seed).permutation(len(train))
-        n_val = max(2, len(train) // 10)
-        va, fi = perm[:n_val], perm[n_val:]
-        r = probes.linear_probe_paper(f_tr[fi], train.labels[fi], f_tr[va], train.labels[va], f_te, y, seed=seed,
-                                      regression=reg)
-        if reg:
-            pe["linear_probe_pred"] = r.predictions.astype(np.float64)
-            spec = {"type": "spearman", "pred": "linear_probe_pred", "target": "labels"}
-        else:
-            pe["linear_probe_correct"] = r.correct.astype(np.float64)
-            spec = {"type": "mean", "key": "linear_probe_correct"}
-        m["linear_probe.paper"] = _interval(spec, pe, n, n_boot, seed)
-        details["linear_probe_paper"] = _jsonable(r.chosen)
-
+        _linear_probe(c)
     result = {"version": RESULT_VERSION, "task": data.name, "kind": data.kind, "pooling": pooling,
-              "pooling_status": pooler.status, "n_report": n, "n_train": 0 if train is None else len(train),
-              "metrics": m, "details": details, "notes": list(data.notes) + notes,
+              "pooling_status": pooler.status, "n_report": c.n, "n_train": 0 if train is None else len(train),
+              "metrics": c.m, "details": c.details, "notes": list(data.notes) + c.notes,
               "spectrum": sv.tolist(), "geometry_replicates": reps,
-              "per_example": {k: np.asarray(v) for k, v in pe.items()}}
-    return result, x
+              "per_example": {k: np.asarray(v) for k, v in c.pe.items()}}
+    return result, c.x
 
 
 # --------------------------------------------------------------------------- I/O helpers
@@ -436,6 +465,8 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
     resamples for probe metrics; ``n_boot_geometry``: for geometry (each recomputes the suite).
     Returns the per-(task, pooling) result dicts (as written, without per-example vectors).
     """
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    poolings = [poolings] if isinstance(poolings, str) else list(poolings)
     unknown = [p for p in poolings if p not in POOLINGS]
     if unknown:
         raise KeyError(f"unknown pooling(s) {unknown} (known: {', '.join(POOLINGS)})")
