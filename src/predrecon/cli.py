@@ -232,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every arm")
     x.set_defaults(func=cmd_experiment)
 
+    bn = sub.add_parser("bench", help="training-step throughput vs Hugging Face BertForMaskedLM, side by side",
+                        add_help=False)
+    bn.add_argument("rest", nargs=argparse.REMAINDER)
+    bn.set_defaults(func=lambda a: __import__("predrecon.bench", fromlist=["main"]).main(a.rest))
+
     m = sub.add_parser("demo", help="the main job on built-in data, sized for a laptop CPU (< 15 min)",
                        description="A short hybrid-vs-MLM experiment on the built-in Wikipedia leads, "
                                    "evaluated on GLUE when ../shared/data/glue is present, else on the "
@@ -243,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own parser (predrecon bench --help)
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
