@@ -140,3 +140,31 @@ def test_export_round_trip(tiny_data, tmp_path):
     torch.testing.assert_close(enc(ids).last_hidden_state, model.encoder.eval()(ids).last_hidden_state)
     enc2, *_ = load_encoder(tmp_path / "run")  # a run dir loads its newest checkpoint
     torch.testing.assert_close(enc2(ids).last_hidden_state, enc(ids).last_hidden_state)
+
+
+def test_gradient_accumulation_matches_one_big_batch(tiny_data):
+    """Two half micro-batches accumulate to the gradient of the mean of their losses."""
+    from predrecon.data.batching import make_batcher
+    from predrecon.data.masking import Collator
+    from predrecon.data.shards import TokenDataset
+    from predrecon.train.meta import HybridModel
+
+    cfg = cfg_for(tiny_data, "objective.kind=mlm", "model.dropout=0.0")
+    ds = TokenDataset(tiny_data)
+    torch.manual_seed(0)
+    model = HybridModel(cfg, ds.vocab_size, ds.special_ids)
+    col = Collator(cfg.mlm, cfg.jepa, cfg.objective, ds.special_ids, ds.vocab_size, 0)
+    rows = next(make_batcher(ds, cfg.data, "train", 8, 0))
+    halves = [{k: v[i:i + 4] for k, v in rows.items()} for i in (0, 4)]
+    batches = [col(h, i) for i, h in enumerate(halves)]
+    for b in batches:
+        (model(b)[0] / 2).backward()
+    acc = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    (sum(model(b)[0] for b in batches) / 2).backward()
+    ref = [p.grad for p in model.parameters() if p.grad is not None]
+    for a, r in zip(acc, ref):
+        torch.testing.assert_close(a, r)
+    summary = train(cfg_for(tiny_data, "optim.accum_steps=2", "train.steps=3", "optim.warmup_steps=0",
+                            "train.diag_every=0"), Path(tiny_data).parent / "accum_run")
+    assert summary["step"] == 3 and summary["loss"] > 0
