@@ -124,8 +124,10 @@ def test_run_extras_tiny_encoder_writes_consistent_records(tiny_encoder, tmp_pat
     from predrecon.eval.fewshot import fewshot_curve
     from predrecon.eval.tasks import get_task
 
+    threads = torch.get_num_threads()
     recs = run_extras(tiny_encoder, tmp_path, seed=3, n_boot=50, max_train=60, max_test=40, ks=(2, 4, 1000),
-                      draws=2, rates=(0.1, 0.3), kinds=("typo", "case"), progress=False)
+                      draws=2, rates=(0.1, 0.3), kinds=("typo", "case"), torch_threads=1, progress=False)
+    assert torch.get_num_threads() == threads and recs["fewshot"]["params"]["torch_threads"] == 1
     assert list(recs) == ["fewshot", "robustness", "crosslingual", "similarity"]
     assert (tmp_path / "extras" / "fewshot.png").stat().st_size > 1000
     for name, rec in recs.items():
@@ -156,7 +158,9 @@ def test_run_extras_tiny_encoder_writes_consistent_records(tiny_encoder, tmp_pat
     assert not rob["metrics"]["clean_accuracy"]["tested"]  # duplicates fewshot accuracy@all
     drops = [rob["metrics"][f"drop.typo@{r:g}"]["value"] for r in (0.1, 0.3)]
     assert rob["metrics"]["drop.typo"]["value"] == pytest.approx(np.mean(drops), abs=1e-9)
-    assert set(recs["crosslingual"]["metrics"]) >= {"accuracy.en", "accuracy.es", "accuracy.fr", "majority.es"}
+    xl = recs["crosslingual"]["metrics"]
+    assert set(xl) >= {"accuracy.en", "accuracy.es", "accuracy.fr", "majority.es", "accuracy_present.es"}
+    assert "accuracy_present.fr" not in xl  # French has all 11 topics: it would repeat accuracy.fr
     sim = recs["similarity"]
     for s in ("wordsim353", "simlex999", "lee"):
         pe = sim["per_example"]
