@@ -464,6 +464,9 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
     ``max_train``: seeded random subset of train for probes and poolers. ``n_boot``: bootstrap
     resamples for probe metrics; ``n_boot_geometry``: for geometry (each recomputes the suite).
     Returns the per-(task, pooling) result dicts (as written, without per-example vectors).
+    Memory: token states are cached as float32, about ``tokens * D * 4`` bytes per encoded
+    text list (pairs: the joint sequence and each side); faithful mode pads every text to
+    ``max_len``, so e.g. 4000 + 2000 pairs at 128 x 512 take about 4.7 GB.
     """
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     poolings = [poolings] if isinstance(poolings, str) else list(poolings)
@@ -511,6 +514,7 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
             res.pop("per_example")
             results.append(res)
             summary_rows.append({"task": res["task"], "pooling": pooling, "status": res["pooling_status"],
+                                 "sentences_per_s": res["meta"]["sentences_per_s"],
                                  **{k: v["value"] for k, v in res["metrics"].items()}})
             bar.update(1)
     bar.close()
