@@ -11,8 +11,6 @@ import pytest
 from predrecon.eval import glue
 from predrecon.eval.tasks import available_tasks, get_task
 
-SHARED_GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
-
 SST2 = "sentence\tlabel\nit 's a charming journey . \t1\nbleak and desperate \t0\nhe said \"yes \t1\n"
 COLA = "gj04\t1\t\tThe sailors rode the breeze.\ngj04\t0\t*\tThe rope stretched the weights.\nx\t1\t\tLast line"
 MRPC = ("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
@@ -158,11 +156,11 @@ REAL = {  # task: (train rows, dev rows, train label counts, dev label counts)
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not SHARED_GLUE.is_dir(), reason=f"shared GLUE data not present at {SHARED_GLUE}")
 @pytest.mark.parametrize("task", sorted(REAL))
-def test_real_glue_counts(task):
+def test_real_glue_counts(task, shared_data):
+    glue_dir = shared_data("glue")  # skips with a stated reason when ../shared/data is absent
     n_train, n_dev, c_train, c_dev = REAL[task]
-    d = get_task(task, glue_dir=SHARED_GLUE)
+    d = get_task(task, glue_dir=glue_dir)
     assert (len(d.train), len(d.dev)) == (n_train, n_dev)
     for split, counts in ((d.train, c_train), (d.dev, c_dev)):
         if counts is not None:
@@ -170,4 +168,4 @@ def test_real_glue_counts(task):
             assert dict(zip(vals.tolist(), cnt.tolist())) == counts
     if task == "stsb":
         assert d.dev.labels.min() == 0.0 and d.dev.labels.max() == 5.0
-    assert len(get_task(task, glue_dir=SHARED_GLUE, max_examples=100).dev) == 100
+    assert len(get_task(task, glue_dir=glue_dir, max_examples=100).dev) == 100
