@@ -125,8 +125,9 @@ class TextEncoder:
         with longest-first truncation to ``max_len`` (type ids 0 then 1). ``faithful``: the
         paper's single string ``"a [SEP] b"`` as ``[CLS] ... [SEP]`` padded with ``pad_id`` to
         ``max_len`` (type ids all 0)."""
-        if max_len < 4 or max_len > self.max_positions:
-            raise ValueError(f"max_len={max_len} must be in [4, {self.max_positions}] for {self.name}")
+        if max_len < 4:
+            raise ValueError(f"max_len={max_len} must be >= 4")
+        max_len = min(max_len, self.max_positions)  # an encoder trained on shorter rows: truncate more
         if texts_b is not None and len(texts_b) != len(texts_a):
             raise ValueError(f"tokenize_pairs: {len(texts_a)} first texts but {len(texts_b)} second texts")
         ids: list[np.ndarray] = []

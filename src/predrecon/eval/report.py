@@ -56,6 +56,8 @@ def _load_run(path: Path) -> _Run:
         raise FileNotFoundError(f"eval directory {str(path)!r} does not exist")
     run = _Run(path)
     for f in sorted(path.glob("*/*.json")):
+        if f.parent.name == "extras":  # evaluations beyond the paper: see extras_report
+            continue
         res = load_result(f)
         run.results[(res["task"], res["pooling"])] = res
     if not run.results:
@@ -276,12 +278,38 @@ def compare(eval_dirs_or_groups: Sequence[str | Path] | Mapping[str, str | Path 
     from .plots import make_figures
 
     figures = make_figures(runs, comparison, out / "figures")
-    _write_markdown(comparison, figures, out / "report.md")
-    _write_html(comparison, figures, out / "report.html")
+    extras = None
+    if any((p / "extras").is_dir() for dirs in arms.values() for p in dirs):
+        from .extras_report import compare_extras
+
+        extras = compare_extras(arms, n_boot=n_boot, n_perm=n_perm, seed=seed, alpha=alpha)
+        comparison["extras"] = {k: v for k, v in extras.items() if k != "figures"}
+        (out / "comparison.json").write_text(json.dumps(_jsonable(comparison), indent=1))
+    _write_markdown(comparison, figures, out / "report.md", extras)
+    _write_html(comparison, figures, out / "report.html", extras)
     return comparison
 
 
 # --------------------------------------------------------------------------- rendering
+
+def _extras_html(extras: dict) -> str:
+    """The beyond-the-paper section: tables (significant rows shaded) and embedded figures."""
+    from .extras_report import extras_tables
+
+    e = html.escape
+    out = ["<h2>Beyond the paper: few-shot, robustness, cross-lingual, similarity</h2>",
+           "<p>Holm-corrected as their own family of tests (separate from the paper's table).</p>"]
+    for t in extras_tables(extras):
+        out.append(f"<h3>{e(t['title'])}</h3><table><thead><tr>"
+                   + "".join(f"<th>{e(str(c))}</th>" for c in t["columns"]) + "</tr></thead><tbody>")
+        for row in t["rows"]:
+            cls = ' class="sig"' if any(str(c).startswith("significant") for c in row) else ""
+            out.append(f"<tr{cls}>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>")
+        out.append("</tbody></table>")
+    for f in extras.get("figures", []):
+        out.append(f"<h3>{e(f['title'])}</h3><img alt='{e(f['title'])}' src='data:image/png;base64,{f['png_base64']}'>")
+    return "\n".join(out)
+
 
 def _fmt(v, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -333,7 +361,7 @@ def _method_notes(comp: dict) -> list[str]:
     return notes
 
 
-def _write_markdown(comp: dict, figures: dict[str, Path], path: Path) -> None:
+def _write_markdown(comp: dict, figures: dict[str, Path], path: Path, extras: dict | None = None) -> None:
     L = ["# Encoder comparison", "", "## Inputs", ""]
     for a, info in comp["arms"].items():
         L.append(f"- **{a}**: {', '.join(info['encoders'])} (faithful={info['faithful']}); dirs: "
@@ -352,10 +380,15 @@ def _write_markdown(comp: dict, figures: dict[str, Path], path: Path) -> None:
     L += ["", "## Figures", ""]
     for name, fp in figures.items():
         L += [f"### {name}", "", f"![{name}](figures/{fp.name})", ""]
+    if extras is not None:
+        from .extras_report import extras_markdown
+
+        L += [extras_markdown(extras, figures=True), "",
+              "_These tests are Holm-corrected as their own family, separate from the paper's table above._"]
     path.write_text("\n".join(L) + "\n")
 
 
-def _write_html(comp: dict, figures: dict[str, Path], path: Path) -> None:
+def _write_html(comp: dict, figures: dict[str, Path], path: Path, extras: dict | None = None) -> None:
     e = html.escape
 
     def table(rows):
@@ -385,6 +418,8 @@ def _write_html(comp: dict, figures: dict[str, Path], path: Path) -> None:
     for name, fp in figures.items():
         b64 = base64.b64encode(fp.read_bytes()).decode("ascii")
         parts.append(f"<h3>{e(name)}</h3><img alt='{e(name)}' src='data:image/png;base64,{b64}'>")
+    if extras is not None:
+        parts.append(_extras_html(extras))
     parts.append("<h2>All results</h2>")
     parts.append(table(comp["rows"]))
     parts.append("</body></html>")

@@ -1,0 +1,286 @@
+"""The paper's experiment as one resumable command: arms x seeds -> train -> export -> evaluate
+-> one comparison report.
+
+    predrecon experiment --preset tiny --arms hybrid,mlm --seeds 3 --out runs/exp
+
+Arms: ``hybrid`` (default balancer; ``hybrid:sigmoid``, ``hybrid:fixed`` ... pick another), ``mlm``,
+``jepa``, and ``mlm-flops`` — MLM trained for as many FLOPs as the hybrid spends (a hybrid step
+costs more: target pass, predictor, and in the ``separate`` path a second student pass).
+
+Re-running the same command skips finished arms (a ``summary.json`` at the configured step count
+and a finished evaluation) and resumes interrupted ones from their newest valid checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, RunConfig, apply_overrides
+from .presets import apply_faithful, get_preset
+
+ARM_KINDS = ("hybrid", "mlm", "jepa", "mlm-flops")
+
+
+@dataclass
+class Arm:
+    name: str  # as given, e.g. "hybrid:sigmoid"
+    kind: str  # hybrid | mlm | jepa | mlm-flops
+    balancer: str | None = None
+
+    @property
+    def dirname(self) -> str:
+        return self.name.replace(":", "-")
+
+
+def parse_arms(spec: str | list[str]) -> list[Arm]:
+    """``"hybrid,mlm,hybrid:sigmoid"`` -> arms; raises on unknown kinds or duplicates."""
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    arms, seen = [], set()
+    for raw in (n.strip() for n in names if n.strip()):
+        kind, _, bal = raw.partition(":")
+        if kind not in ARM_KINDS:
+            raise ConfigError(f"--arms: unknown arm {raw!r} (known: {', '.join(ARM_KINDS)}; hybrid:BALANCER)")
+        if bal and kind != "hybrid":
+            raise ConfigError(f"--arms: {raw!r}: only hybrid takes a balancer")
+        if raw in seen:
+            raise ConfigError(f"--arms: {raw!r} given twice")
+        seen.add(raw)
+        arms.append(Arm(raw, kind, bal or None))
+    if not arms:
+        raise ConfigError("--arms: no arm given")
+    return arms
+
+
+def matmul_flops_per_token(cfg: RunConfig, kind: str) -> float:
+    """Approximate training FLOPs per input token of one step (2 FLOPs per multiply-add; a
+    backward pass costs twice its forward). Counts the dense matmuls and attention scores of
+    every encoder/predictor pass the objective runs; ignores norms and softmax."""
+    m, t = cfg.model, cfg.data.seq_len
+    d, hidden = m.dim, int(m.dim * m.mlp_ratio)
+    block = 2 * (4 * d * d + 2 * d * hidden) + 2 * 2 * t * d  # per token, forward
+    enc_fwd = m.depth * block
+    mlm_head = cfg.mlm.prob * 2 * (d * d + d * max(m.vocab_size, 1))
+    if kind in ("mlm", "mlm-flops"):
+        return 3 * (enc_fwd + mlm_head)
+    j = cfg.jepa
+    pd, ph = j.predictor_dim, int(j.predictor_dim * 4)
+    pred = 2 * (d * pd + pd * d) + j.predictor_depth * (2 * (4 * pd * pd + 2 * pd * ph) + 2 * 2 * t * pd)
+    target = enc_fwd  # forward only, no backward
+    ctx_frac = sum(j.context_scale) / 2
+    if kind == "jepa":
+        return 3 * (ctx_frac * enc_fwd + pred) + target
+    if cfg.objective.student_path == "shared":
+        return 3 * (enc_fwd + mlm_head + pred) + target
+    return 3 * (enc_fwd + mlm_head + ctx_frac * enc_fwd + pred) + target
+
+
+def arm_config(base: RunConfig, arm: Arm, seed: int, data: str) -> RunConfig:
+    """The run config of one (arm, seed): same data, steps and batch for every arm, except
+    ``mlm-flops`` whose step count is scaled to the hybrid's FLOPs."""
+    cfg = RunConfig.from_dict(base.to_dict())
+    kind = "mlm" if arm.kind == "mlm-flops" else arm.kind
+    ov = [f"objective.kind={kind}", f"train.seed={seed}", f"data.path={data}"]
+    if arm.balancer:
+        ov.append(f"objective.balancer={arm.balancer}")
+    cfg = apply_overrides(cfg, ov)
+    if arm.kind == "mlm-flops":
+        ratio = matmul_flops_per_token(base, "hybrid") / matmul_flops_per_token(base, "mlm")
+        steps = int(math.ceil(base.train.steps * ratio))
+        cfg = apply_overrides(cfg, [f"train.steps={steps}"])
+    return cfg
+
+
+def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm", seeds: int = 3,
+                   out: str | Path = "runs/exp", data: str | None = None, source: str = "wiki-leads",
+                   tasks: list[str] | None = None, poolings: list[str] | None = None,
+                   overrides: list[str] | None = None, faithful: bool = False, glue_dir: str | None = None,
+                   max_examples: int = 2000, max_train: int = 4000, n_boot: int = 1000, n_boot_geometry: int = 100,
+                   extras: tuple[str, ...] = ("fewshot", "robustness", "crosslingual", "similarity"),
+                   progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the whole experiment; returns the comparison summary."""
+    from .eval.encoders import load_text_encoder
+    from .eval.extras import run_extras
+    from .eval.report import compare
+    from .eval.runner import evaluate
+    from .train.export import export_encoder
+    from .train.loop import train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = get_preset(preset)
+    if faithful:
+        apply_faithful(base)
+    base = apply_overrides(base, list(overrides or []))
+    arm_list = parse_arms(arms)
+    if seeds < 1:
+        raise ConfigError("--seeds: must be >= 1")
+    data_dir = Path(data) if data else out / "data"
+    if not data:
+        ensure_dataset(source, data_dir, progress=progress)
+    tasks = tasks or default_tasks(glue_dir)
+    poolings = poolings or ["mean", "max", "cls", "weighted", "attention"]
+
+    plan = [(arm, s) for arm in arm_list for s in range(seeds)]
+    cfgs = {(a.name, s): arm_config(base, a, s, str(data_dir)) for a, s in plan}
+    total_steps = sum(c.train.steps for c in cfgs.values())
+    (out / "experiment.json").write_text(json.dumps({
+        "preset": preset, "arms": [a.name for a in arm_list], "seeds": seeds, "data": str(data_dir),
+        "tasks": tasks, "poolings": poolings, "overrides": overrides or [], "faithful": faithful}, indent=2))
+    t0, done_steps = time.perf_counter(), 0
+    groups: dict[str, list[str]] = {}
+    for i, (arm, seed) in enumerate(plan, 1):
+        cfg = cfgs[(arm.name, seed)]
+        run_dir = out / "arms" / arm.dirname / f"seed{seed}"
+        eta = ""
+        if done_steps:
+            rate = (time.perf_counter() - t0) / done_steps
+            eta = f", ETA {_fmt_s(rate * (total_steps - done_steps))}"
+        _say(progress, f"[{i}/{len(plan)}] arm {arm.name} seed {seed}: {cfg.train.steps} steps{eta}")
+        if not _finished_training(run_dir, cfg.train.steps):
+            cfg.train.progress = progress
+            train(cfg, run_dir, resume="auto")
+        if not (run_dir / "encoder" / "model.safetensors").exists():
+            export_encoder(run_dir, run_dir / "encoder")
+        eval_dir = run_dir / "eval"
+        if not (eval_dir / "summary.json").exists():
+            evaluate(str(run_dir / "encoder"), tasks, poolings, eval_dir, glue_dir=glue_dir, faithful=faithful,
+                     max_examples=max_examples, max_train=max_train, seed=seed, n_boot=n_boot,
+                     n_boot_geometry=n_boot_geometry, progress=progress)
+        todo = [e for e in extras if not (eval_dir / "extras" / f"{e}.json").exists()]
+        if todo:
+            run_extras(load_text_encoder(str(run_dir / "encoder")), eval_dir, extras=todo, seed=seed,
+                       n_boot=n_boot, glue_dir=glue_dir, progress=progress)
+        groups.setdefault(arm.name, []).append(str(eval_dir))
+        done_steps += cfg.train.steps
+    report_dir = out / "report"
+    comparison = compare(groups, report_dir, n_boot=n_boot, n_boot_geometry=n_boot_geometry)
+    (report_dir / "summary.md").write_text(summary_table(comparison))
+    _say(progress, f"[predrecon] experiment done in {_fmt_s(time.perf_counter() - t0)}; "
+                   f"report: {report_dir / 'report.html'}")
+    return comparison
+
+
+#: The paper's questions, answered by one metric each (pooling, metric, reading).
+QUESTIONS = [
+    ("more uniform?", "mean", "geometry.uniformity", "lower = more uniform"),
+    ("more uniform (max pooling)?", "max", "geometry.uniformity", "lower = more uniform"),
+    ("richer spectrum (max pooling)?", "max", "geometry.effective_rank", "higher = richer"),
+    ("less lexical?", "mean", "lexical.probe", "lower = less lexical"),
+    ("better semantic-lexical balance?", "mean", "balance.difference", "higher = better"),
+    ("same linear-probe accuracy?", "mean", "linear_probe.paper", "equal = same"),
+]
+
+
+def summary_table(comparison: dict) -> str:
+    """A short Markdown table: per task, the paper's questions with both arms' values, the
+    difference's interval and the Holm-adjusted verdict."""
+    rows = comparison.get("rows", [])
+    idx = {(r["task"], r["pooling"], r["metric"], r["b"]): r for r in rows}
+    ref = comparison.get("reference", "a")
+    others = sorted({r["b"] for r in rows})
+    lines = [f"Reference arm: {ref}; mode: {comparison.get('mode')}; Holm over {comparison.get('n_tests')} tests.", "",
+             "| task | question | metric (pooling) | " + " | ".join([ref] + others) + " | diff (95% CI) | p (Holm) | verdict |",
+             "|---|---|---|" + "---:|" * (len(others) + 1) + "---|---|---|"]
+    for task in comparison.get("tasks", []):
+        for q, pooling, metric, _ in QUESTIONS:
+            for other in others:
+                r = idx.get((task, pooling, metric, other))
+                if r is None:
+                    continue
+                va, vb = _pick(r, "a"), _pick(r, "b")
+                diff = f"{_num(r.get('diff'))} [{_num(r.get('diff_low'))}, {_num(r.get('diff_high'))}]"
+                verdict = "significant" if r.get("significant") else "n.s."
+                lines.append(f"| {task} | {q} | {metric.split('.')[-1]} ({pooling}) | {va} | {vb} | {diff} | "
+                             f"{_num(r.get('p_holm'))} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pick(row: dict, side: str) -> str:
+    for k in (f"value_{side}", f"mean_{side}", side + "_value"):
+        if k in row:
+            return _num(row[k])
+    return "–"
+
+
+def _num(v: Any) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if not math.isfinite(f) else f"{f:.3f}"
+
+
+def ensure_dataset(source: str, out: Path, progress: bool = True) -> Path:
+    """Build the dataset for ``source`` under ``out`` unless a valid one is already there."""
+    from .data.shards import TokenDataset, build_shards
+    from .data.sources import open_source
+    from .data.tokenizer import load_tokenizer
+
+    if (out / "manifest.json").exists():
+        TokenDataset(out)  # raises if broken
+        return out
+    _say(progress, f"[predrecon] building dataset from {source} -> {out}")
+    build_shards(open_source(source), load_tokenizer("bert-base-uncased"), out, source_spec=source,
+                 tokenizer_name="bert-base-uncased", progress=progress)
+    return out
+
+
+def default_tasks(glue_dir: str | None) -> list[str]:
+    """GLUE's five tasks when a GLUE directory is found, else the built-in labelled sets."""
+    from .eval.glue import resolve_glue_dir
+
+    try:
+        resolve_glue_dir(glue_dir)
+        return ["sst2", "mrpc", "mnli", "cola", "stsb"]
+    except FileNotFoundError:
+        return ["wiki-topic", "bbc-news", "wordsim353", "simlex999", "lee"]
+
+
+def _finished_training(run_dir: Path, steps: int) -> bool:
+    f = run_dir / "summary.json"
+    if not f.exists():
+        return False
+    try:
+        return int(json.loads(f.read_text()).get("step", -1)) >= steps
+    except (json.JSONDecodeError, ValueError):
+        return False
+
+
+def _fmt_s(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(msg)
+
+
+#: The demo's budget: the tiny preset, shortened so that two arms x two seeds, their evaluation
+#: and the report finish in under 15 minutes on a 2-core CPU.
+DEMO_OVERRIDES = ["train.steps=150", "train.batch_size=32", "optim.warmup_steps=15", "train.ckpt_every=75",
+                  "train.diag_every=75", "train.log_every=10"]
+DEMO_POOLINGS = ["mean", "max", "attention"]
+
+
+def run_demo(out: str | Path = "runs/demo", seeds: int = 2) -> dict[str, Any]:
+    """``make demo``: hybrid vs MLM on the built-in Wikipedia leads, evaluated and compared."""
+    t0 = time.perf_counter()
+    summary = run_experiment(preset="tiny", arms="hybrid,mlm", seeds=seeds, out=out, source="wiki-leads",
+                             overrides=DEMO_OVERRIDES, poolings=DEMO_POOLINGS, max_examples=500, max_train=1000,
+                             n_boot=200, n_boot_geometry=50,
+                             extras=("fewshot", "robustness", "crosslingual", "similarity"))
+    report = Path(out) / "report"
+    md = report / "summary.md"
+    if md.exists():
+        print(md.read_text())
+    print(f"[predrecon] demo finished in {_fmt_s(time.perf_counter() - t0)}")
+    print(f"[predrecon] report: {report / 'report.html'} (and report.md)")
+    return summary
