@@ -44,6 +44,7 @@ from .pooling import build_pooler
 from .robustness import perturb_split, robustness_eval
 from .stats import bootstrap_ci, t_interval
 from .tasks import TASKS, Split, TaskData, get_task
+from .runner import _jsonable
 
 SCHEMA_VERSION = 1
 SUBSET_SEED = 20240607  # fixed subsets of train/test: the same examples for every arm and seed
@@ -147,20 +148,6 @@ def examples_sha1(split: Split) -> str:
         h.update((split.text_b[i].encode() if split.text_b is not None else b"") + b"\x01")
         h.update(repr(float(split.labels[i])).encode())
     return h.hexdigest()
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 def save_record(record: dict, path: str | Path) -> Path:

@@ -31,6 +31,7 @@ from scipy import stats as sps
 from . import stats
 from .extras import EXTRAS, load_record, spearman_rows
 from .fewshot import plot_fewshot
+from .report import _ci, _fmt  # one number format for every report table
 
 TITLES = {
     "fewshot": "Few-shot linear probe",
@@ -213,21 +214,6 @@ def _method_notes(mode: str, n_perm: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------- tables
-
-def _fmt(v, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, float) and v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
-        return f"{v:.2e}"
-    return f"{v:.{digits}f}"
-
-
-def _ci(v, lo, hi) -> str:
-    s = _fmt(v)
-    if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
-        s += f" [{_fmt(lo)}, {_fmt(hi)}]"
-    return s
-
 
 def _title(extra: str, rec: dict) -> str:
     p = rec["params"]
