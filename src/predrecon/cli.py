@@ -134,7 +134,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                    source=args.source, tasks=_csv(args.tasks) if args.tasks else None,
                    poolings=_csv(args.poolings) if args.poolings else None, overrides=args.overrides,
                    faithful=args.faithful, glue_dir=args.glue_dir, max_examples=args.max_examples,
-                   n_boot=args.n_boot, extras=tuple(_csv(args.extras)) if args.extras else ())
+                   max_train=args.max_train, n_boot=args.n_boot, extras=tuple(_csv(args.extras)) if args.extras else ())
     return 0
 
 
@@ -229,8 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluations beyond the paper ('' for none)")
     x.add_argument("--faithful", action="store_true", help="the reference code's behaviour and protocol")
     x.add_argument("--glue-dir")
-    x.add_argument("--max-examples", type=int, default=2000)
-    x.add_argument("--n-boot", type=int, default=1000)
+    x.add_argument("--max-examples", type=int, default=2000, help="examples per reported split (paper: 2000)")
+    x.add_argument("--max-train", type=int, default=4000, help="train examples for probes and poolers")
+    x.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per interval")
     x.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every arm")
     x.set_defaults(func=cmd_experiment)
 

@@ -208,11 +208,12 @@ def _pick(row: dict, side: str) -> str:
 
 
 def _num(v: Any) -> str:
+    from .eval.report import _fmt
+
     try:
-        f = float(v)
+        return _fmt(float(v))
     except (TypeError, ValueError):
         return "–"
-    return "–" if not math.isfinite(f) else f"{f:.3f}"
 
 
 def ensure_dataset(source: str, out: Path, progress: bool = True) -> Path:
