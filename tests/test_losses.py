@@ -164,3 +164,25 @@ def test_jepa_loss_rejects_unknown_kind_and_bad_shapes():
         jepa_loss(x, x, torch.ones(1, 2, dtype=torch.bool), kind="l1")
     with pytest.raises(ValueError, match="shapes"):
         jepa_loss(x, x, torch.ones(1, 3, dtype=torch.bool))
+
+
+def test_instance_norm_targets_use_only_real_tokens():
+    from predrecon.objectives.jepa import instance_norm_tokens
+
+    torch.manual_seed(0)
+    h = torch.randn(2, 6, 4) * 3 + 5  # a large shared component, as in an anisotropic encoder
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    t = build_targets((h,), 1, norm="instance", token_mask=mask)
+    real = t[1, :4]
+    torch.testing.assert_close(real.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(real.var(0, unbiased=False), torch.ones(4), atol=1e-3, rtol=0)
+    h2 = h.clone()
+    h2[1, 4:] = 1e4  # padding values never enter the statistics
+    torch.testing.assert_close(instance_norm_tokens(h2, mask)[1, :4], real)
+    # a component shared by all tokens vanishes, so a constant prediction cannot match the targets
+    shared = torch.randn(1, 1, 4).expand(2, 6, 4)
+    torch.testing.assert_close(build_targets((h + 50 * shared,), 1, norm="instance", token_mask=mask)[0], t[0],
+                               atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="target norm"):
+        build_targets((h,), 1, norm="batch")

@@ -29,7 +29,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="reproduce the reference code's behaviour, quirks included (docs/faithful.md)")
     p.add_argument("--objective", choices=["hybrid", "mlm", "jepa"], help="objective (default: preset's, hybrid)")
     p.add_argument("--balancer", choices=["sigmoid", "fixed", "uncertainty", "gradnorm"],
-                   help="how the two losses are weighed (hybrid only; default: uncertainty, faithful: sigmoid)")
+                   help="how the two losses are weighed (hybrid only; default: gradnorm, faithful: sigmoid)")
     p.add_argument("--steps", type=int, help="optimizer steps (train.steps)")
     p.add_argument("--batch-size", type=int, help="sequences per step (train.batch_size)")
     p.add_argument("--seed", type=int, help="seed for init, data order and masks (train.seed)")

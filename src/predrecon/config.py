@@ -99,7 +99,11 @@ class JEPAConfig:
     context_corrupted: bool = False  # paper: True (context encoder sees MLM-corrupted tokens)
     loss_over_padding: bool = False  # paper: True (mean over zero-padded target slots)
     # targets and loss
-    target_layers: int = 1  # 1 = last layer + parameter-free LayerNorm (paper); K>1 = data2vec top-K mean
+    target_layers: int = 1  # 1 = last layer (paper); K>1 = data2vec top-K mean
+    # "instance": per-feature normalisation over each sequence's real tokens (data2vec), which keeps
+    # the targets from being trivially predictable when the encoder is anisotropic;
+    # "layer": the paper's parameter-free LayerNorm per token
+    target_norm: str = "instance"
     loss: str = "cosine"  # cosine | smooth_l1 | mse
     # predictor
     predictor_dim: int = 192
@@ -121,6 +125,8 @@ class JEPAConfig:
         _check(self.size_reference in ("length", "max_tokens"), "jepa.size_reference",
                f"must be 'length' or 'max_tokens', got {self.size_reference!r}")
         _check(self.target_layers >= 1, "jepa.target_layers", "must be >= 1")
+        _check(self.target_norm in ("layer", "instance"), "jepa.target_norm",
+               f"must be 'layer' or 'instance', got {self.target_norm!r}")
         _check(self.loss in ("cosine", "smooth_l1", "mse"), "jepa.loss",
                f"must be cosine|smooth_l1|mse, got {self.loss!r}")
         _check(0.0 <= self.ema_start <= self.ema_end <= 1.0, "jepa.ema_start",
@@ -135,7 +141,7 @@ class ObjectiveConfig:
     # "shared": one student pass on the corrupted sequence (JEPA targets replaced by [MASK])
     #           serves both losses; "separate": the paper's two student passes.
     student_path: str = "shared"
-    balancer: str = "uncertainty"  # sigmoid | fixed | uncertainty | gradnorm
+    balancer: str = "gradnorm"  # sigmoid | fixed | uncertainty | gradnorm (see docs/balancing.md)
     fixed_lambda: float = 0.5  # weight of JEPA for `fixed` (L = λ·JEPA + (1-λ)·MLM)
     gradnorm_alpha: float = 1.5
     attention_mask: bool = True  # paper: False (padding attended to)

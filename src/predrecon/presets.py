@@ -82,6 +82,7 @@ def apply_faithful(cfg: RunConfig) -> RunConfig:
     cfg.jepa.context_corrupted = True
     cfg.jepa.loss_over_padding = True
     cfg.jepa.target_layers = 1
+    cfg.jepa.target_norm = "layer"
     cfg.jepa.loss = "cosine"
     cfg.objective.student_path = "separate"
     cfg.objective.balancer = "sigmoid"

@@ -20,8 +20,29 @@ import torch.nn.functional as F
 TARGET_NORM_EPS = 1e-5  # F.layer_norm's default, as the reference's parameter-free LayerNorm
 
 
+def instance_norm_tokens(h: torch.Tensor, token_mask: torch.Tensor | None, eps: float = TARGET_NORM_EPS
+                         ) -> torch.Tensor:
+    """Per-sequence, per-feature normalisation over the real tokens (data2vec's instance norm):
+    ``(h - mean_t) / sqrt(var_t + eps)`` with mean and variance over the tokens where
+    ``token_mask`` (B, T) is true; padding gets the same transform but never enters the
+    statistics. Removes the component shared by every token of a sequence, which otherwise
+    lets an anisotropic encoder make cosine targets trivially predictable. fp32 (B, T, D)."""
+    h = h.float()
+    if token_mask is None:
+        token_mask = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+    m = token_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+    n = m.sum(1, keepdim=True).clamp_min(1.0)  # (B, 1, 1)
+    mean = (h * m).sum(1, keepdim=True) / n  # (B, 1, D)
+    var = (((h - mean) * m) ** 2).sum(1, keepdim=True) / n
+    return (h - mean) * torch.rsqrt(var + eps)
+
+
+TARGET_NORMS = ("layer", "instance")
+
+
 def build_targets(hidden_states: tuple[torch.Tensor, ...] | list[torch.Tensor], num_layers: int,
-                  eps: float = TARGET_NORM_EPS) -> torch.Tensor:
+                  eps: float = TARGET_NORM_EPS, norm: str = "layer",
+                  token_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Regression targets (B, T, D), fp32, detached, from the target encoder's states.
 
     ``hidden_states``: states ordered from the bottom to the top (e.g. the Encoder's
@@ -33,16 +54,27 @@ def build_targets(hidden_states: tuple[torch.Tensor, ...] | list[torch.Tensor], 
     * ``num_layers = K > 1``: data2vec — mean of the top K entries, each first instance-normalised
       over the feature dimension (parameter-free LayerNorm).
 
+    ``norm="instance"`` replaces the per-token LayerNorm by :func:`instance_norm_tokens` (over the
+    tokens of each sequence, ``token_mask`` marking the real ones) for every layer used.
+
     Raises ValueError if ``num_layers`` is < 1 or exceeds ``len(hidden_states)``.
     """
+    if norm not in TARGET_NORMS:
+        raise ValueError(f"target norm must be one of {TARGET_NORMS}, got {norm!r}")
     n = len(hidden_states)
     if num_layers < 1 or num_layers > n:
         raise ValueError(f"num_layers must be in [1, {n}] for {n} hidden states, got {num_layers}")
     top = hidden_states[n - num_layers:]
     D = top[-1].shape[-1]
-    acc = F.layer_norm(top[0].detach().float(), (D,), eps=eps)  # (B, T, D)
+
+    def normed(h: torch.Tensor) -> torch.Tensor:
+        if norm == "instance":
+            return instance_norm_tokens(h.detach(), token_mask, eps)
+        return F.layer_norm(h.detach().float(), (D,), eps=eps)
+
+    acc = normed(top[0])  # (B, T, D)
     for h in top[1:]:
-        acc = acc + F.layer_norm(h.detach().float(), (D,), eps=eps)
+        acc = acc + normed(h)
     return acc / num_layers if num_layers > 1 else acc
 
 

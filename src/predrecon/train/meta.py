@@ -120,7 +120,9 @@ class HybridModel(nn.Module):
                 k = self.cfg.jepa.target_layers
                 t_out = self.target(batch["input_ids"], pos, seg, output_hidden_states=k > 1)
                 states = t_out.hidden_states if k > 1 else (t_out.last_hidden_state,)
-                target = gather_tokens(build_targets(states, k), tgt_index)  # (B, N, D) fp32
+                real = batch["segment_ids"].ne(0) if seg is not None else None  # (B, T)
+                target = gather_tokens(build_targets(states, k, norm=self.cfg.jepa.target_norm,
+                                                     token_mask=real), tgt_index)  # (B, N, D) fp32
             pred = self.predictor(ctx_states, ctx_pos, ctx_valid, gather_tokens(pos, tgt_index),
                                   batch["tgt_block"], tgt_valid)  # (B, N, D)
             losses["jepa"] = jepa_loss(pred, target, tgt_valid, kind=self.cfg.jepa.loss,
