@@ -263,9 +263,35 @@ def test_state_dict_round_trip():
         fresh.load_state_dict(src.state_dict())
         for k, v in src.state_dict().items():
             assert torch.equal(fresh.state_dict()[k], v), k
-    assert set(gn.state_dict()) == {"logits", "initial_losses", "initialised"}
+    assert set(gn.state_dict()) == {"logits", "initial_losses", "initialised", "_extra_state"}
     fresh = GradNormBalancer()
     fresh.load_state_dict(gn.state_dict())
     before = fresh.initial_losses.clone()
     fresh({k: v * 3 for k, v in model.losses().items()}, shared_params=list(model.shared.parameters()))
     assert torch.equal(fresh.initial_losses, before)  # restored, not re-recorded
+
+
+def test_gradnorm_every_k_updates_weights_only_on_every_kth_call_and_checkpoints_the_count():
+    from predrecon.objectives.balance import GradNormBalancer
+
+    torch.manual_seed(0)
+    shared = torch.nn.Linear(3, 3)
+    bal = GradNormBalancer(alpha=1.5, every=3)
+    opt = torch.optim.SGD(bal.parameters(), lr=0.5)
+    x = torch.randn(8, 3)
+    seen = []
+    for step in range(6):
+        h = shared(x)
+        losses = {"jepa": h.pow(2).mean() * 0.1, "mlm": (h - 1).abs().mean() * 5}
+        total, logs = bal(losses, shared_params=list(shared.parameters()))
+        seen.append("gradnorm_aux" in logs)
+        before = bal.logits.detach().clone()
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        changed = not torch.equal(before, bal.logits.detach())
+        assert changed == seen[-1], step
+    assert seen == [True, False, False, True, False, False]
+    fresh = GradNormBalancer(alpha=1.5, every=3)
+    fresh.load_state_dict(bal.state_dict())
+    assert fresh._calls == 6

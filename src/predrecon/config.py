@@ -144,6 +144,7 @@ class ObjectiveConfig:
     balancer: str = "gradnorm"  # sigmoid | fixed | uncertainty | gradnorm (see docs/balancing.md)
     fixed_lambda: float = 0.5  # weight of JEPA for `fixed` (L = λ·JEPA + (1-λ)·MLM)
     gradnorm_alpha: float = 1.5
+    gradnorm_every: int = 10  # GradNorm updates its weights every k steps (its extra backward costs 1/k)
     attention_mask: bool = True  # paper: False (padding attended to)
 
     def __post_init__(self) -> None:
@@ -152,6 +153,7 @@ class ObjectiveConfig:
         _check(self.student_path in ("shared", "separate"), "objective.student_path",
                f"must be shared|separate, got {self.student_path!r}")
         _check(0.0 <= self.fixed_lambda <= 1.0, "objective.fixed_lambda", "must be in [0, 1]")
+        _check(self.gradnorm_every >= 1, "objective.gradnorm_every", "must be >= 1")
 
 
 @dataclass

@@ -162,19 +162,23 @@ class UncertaintyBalancer(Balancer):
 class GradNormBalancer(Balancer):
     """GradNorm (Chen et al., 2018) with asymmetry ``alpha`` (see module doc for the exact form)."""
 
-    def __init__(self, alpha: float = 1.5, tasks: tuple[str, ...] = TASKS):
+    def __init__(self, alpha: float = 1.5, tasks: tuple[str, ...] = TASKS, every: int = 1):
         super().__init__()
         if alpha < 0:
             raise ValueError(f"objective.gradnorm_alpha must be >= 0, got {alpha}")
+        if every < 1:
+            raise ValueError(f"objective.gradnorm_every must be >= 1, got {every}")
         self.alpha = float(alpha)
+        self.every = int(every)  # update the weights on every k-th training call (cost / k)
         self.tasks = _check_tasks(tasks, "gradnorm")
         self.logits = nn.Parameter(torch.zeros(len(self.tasks)))  # w = T softmax(logits)
         self.register_buffer("initial_losses", torch.zeros(len(self.tasks)))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        self._calls = 0  # training calls so far; a Python int (no device sync), saved as extra state
 
     @classmethod
     def from_config(cls, cfg: ObjectiveConfig) -> "GradNormBalancer":
-        return cls(cfg.gradnorm_alpha)
+        return cls(cfg.gradnorm_alpha, every=cfg.gradnorm_every)
 
     def weights(self) -> torch.Tensor:
         """Current task weights (T,), positive, summing to T."""
@@ -188,6 +192,9 @@ class GradNormBalancer(Balancer):
         total = (w.detach() * L).sum()
         logs = _weight_logs(self.tasks, w)
         if not (self.training and torch.is_grad_enabled() and L.requires_grad):
+            return total, logs
+        calls, self._calls = self._calls, self._calls + 1
+        if calls % self.every != 0:  # between updates the weights stay as they are
             return total, logs
         if not shared_params:
             raise ValueError("gradnorm balancer needs shared_params (e.g. the last shared block's "
@@ -206,6 +213,12 @@ class GradNormBalancer(Balancer):
         for t, gi in zip(self.tasks, G):
             logs[f"gradnorm_G_{t}"] = gi.detach()
         return total, logs
+
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor(self._calls, dtype=torch.long)
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self._calls = int(state)
 
     @staticmethod
     def _grad_norm(loss: torch.Tensor, name: str, params: list[torch.Tensor]) -> torch.Tensor:
