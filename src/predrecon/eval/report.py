@@ -355,8 +355,12 @@ def _method_notes(comp: dict) -> list[str]:
                      "p_empirical). Geometry intervals are bias-corrected bootstrap percentiles (approximate: "
                      "duplicated rows in resamples bias pairwise and rank metrics).")
     else:
+        sizes = [len(a["dirs"]) for a in comp["arms"].values()]
+        n_a, n_b = sizes[0], min(sizes[1:])
+        floor = 1.0 / math.comb(n_a + n_b, n_a)
         notes.append("Across seeds: arm means with Student-t intervals, Welch interval of the difference, "
-                     "permutation p-value across seeds (3 vs 3 seeds cannot go below p = 0.1).")
+                     f"permutation p-value across seeds ({n_a} vs {n_b} seeds: two-sided p cannot go below "
+                     f"{2 * floor:.3g}, so nothing can reach significance below that).")
     notes.append("Bag-of-words probe scores have no interval (the probe returns aggregates only).")
     return notes
 
