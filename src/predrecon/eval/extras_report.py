@@ -210,7 +210,7 @@ def _method_notes(mode: str, n_perm: int) -> list[str]:
                 "sign vectors, for per-example scores; paired bootstrap with a normal-approximation p for "
                 "Spearman)."]
     return ["Several seeds per arm: means with Student-t intervals across seeds, Welch interval of the "
-            "difference, permutation p-value across seeds (2 vs 2 seeds cannot go below p = 1/3)."]
+            "difference, permutation p-value across seeds (two-sided, it cannot go below 1/3 with 2 vs 2 seeds, 0.1 with 3 vs 3)."]
 
 
 # --------------------------------------------------------------------------- tables
