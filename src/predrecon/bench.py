@@ -76,7 +76,14 @@ def _ours(cfg: RunConfig, device: torch.device, amp: torch.dtype | None, n_batch
 
     model = HybridModel(cfg, VOCAB, SPECIAL).to(device).train()
     opt = build_optimizer(model, cfg, fused=device.type == "cuda")
-    batches = _batches(cfg, n_batches, device)
+    return _stepper(lambda b: model(b)[0], _batches(cfg, n_batches, device), opt, device, amp,
+                    after=lambda: model.update_target(0.996))
+
+
+def _stepper(loss_of: Callable[[dict], torch.Tensor], batches: list[dict], opt: torch.optim.Optimizer,
+             device: torch.device, amp: torch.dtype | None, after: Callable[[], None] | None = None
+             ) -> Callable[[], None]:
+    """One optimizer step per call over ``batches`` in turn: autocast forward, backward, step."""
     it = [0]
 
     def step() -> None:
@@ -84,11 +91,12 @@ def _ours(cfg: RunConfig, device: torch.device, amp: torch.dtype | None, n_batch
         it[0] += 1
         ctx = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
         with ctx:
-            total, _ = model(b)
-        total.backward()
+            loss = loss_of(b)
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        model.update_target(0.996)
+        if after is not None:
+            after()
 
     return step
 
@@ -113,19 +121,7 @@ def _hf(shape: str, seq: int, batch: int, device: torch.device, amp: torch.dtype
         inp = torch.where(sel, torch.full_like(ids, SPECIAL.mask_id), ids)
         batches.append({"input_ids": inp.to(device), "attention_mask": torch.ones_like(ids).to(device),
                         "labels": labels.to(device)})
-    it = [0]
-
-    def step() -> None:
-        b = batches[it[0] % len(batches)]
-        it[0] += 1
-        ctx = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
-        with ctx:
-            loss = model(**b).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step
+    return _stepper(lambda b: model(**b).loss, batches, opt, device, amp)
 
 
 def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int = 10, warmup: int = 3,
