@@ -16,6 +16,7 @@ safetensors, the optimizer state through ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,6 +35,21 @@ _PREFIX = "step_"
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, corrupt or incompatible."""
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, prefix: str = ".tmp_"):
+    """Yield a temporary sibling of ``final`` to fill; on success it replaces ``final`` in one
+    rename, on any error it is removed and ``final`` is left as it was."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _sha256(path: Path) -> str:
@@ -91,8 +107,7 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: dict[str, torch.Te
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{_PREFIX}{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp_", dir=root))
-    try:
+    with atomic_dir(final) as tmp:
         save_file(_contiguous(model), str(tmp / "model.safetensors"))
         if target is not None:
             save_file(_contiguous(target), str(tmp / "target.safetensors"))
@@ -106,12 +121,6 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: dict[str, torch.Te
             json.dump(manifest, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _prune(root, keep)
     return final
 

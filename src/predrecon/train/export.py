@@ -14,9 +14,7 @@ export if present, else the newest valid checkpoint) or a checkpoint directory.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,13 +25,9 @@ from tokenizers import Tokenizer
 from ..config import ModelConfig, RunConfig
 from ..data.tokenizer import SpecialIds
 from ..model.encoder import Encoder
-from .checkpoint import CheckpointError, latest_valid_checkpoint, load_checkpoint, verify_checkpoint
+from .checkpoint import CheckpointError, atomic_dir, latest_valid_checkpoint, load_checkpoint, verify_checkpoint
 
 FORMAT = "predrecon-encoder"
-
-
-def _run_of_checkpoint(ckpt: Path) -> Path:
-    return ckpt.parent.parent
 
 
 def _tokenizer_and_special(run_cfg: RunConfig) -> tuple[Path, SpecialIds]:
@@ -55,8 +49,7 @@ def export_encoder(run_or_ckpt: str | Path, out_dir: str | Path) -> Path:
     tok_path, special = _tokenizer_and_special(cfg)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export_", dir=out.parent))
-    try:
+    with atomic_dir(out, prefix=".export_") as tmp:
         save_file({k: v.contiguous() for k, v in enc_sd.items()}, str(tmp / "model.safetensors"))
         meta = {"format": FORMAT, "version": 1, "model": asdict(cfg.model), "vocab_size": cfg.model.vocab_size,
                 "special_ids": asdict(special),
@@ -65,12 +58,6 @@ def export_encoder(run_or_ckpt: str | Path, out_dir: str | Path) -> Path:
                            "seed": cfg.train.seed}}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         shutil.copyfile(tok_path, tmp / "tokenizer.json")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
