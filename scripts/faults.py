@@ -1,0 +1,899 @@
+"""Fault-injection suite: the real CLI, in subprocesses, against crashes and hostile input.
+
+    .venv/bin/python scripts/faults.py                 # every case, table + totals
+    .venv/bin/python scripts/faults.py --json out.json # also write the results
+    .venv/bin/python scripts/faults.py --only cfg_ --kills 0
+
+Each case builds what it needs from a tiny corpus (debug preset, a few steps), breaks one thing
+(SIGKILL, a corrupt or hostile file, a bad value, a second writer, a file-size limit standing in
+for a full disk) and runs ``python -m predrecon.cli`` on it. The outcome is classified:
+
+* ``ok``         the command did the right thing: it worked, or it refused with a message that
+                 names the file or key and no traceback;
+* ``unclear``    refused without naming the file/key, died on a signal, or accepted a bad value
+                 silently (rc 0 where a refusal is due);
+* ``traceback``  a Python traceback reached the user;
+* ``loss``       data was lost or silently corrupted (deleted files, a corrupt input trained or
+                 evaluated without complaint, a resumed run that differs from the uninterrupted one);
+* ``code``       a crafted pickle executed code (it creates a marker file).
+
+SIGKILL trials kill a training run at a random moment or while a checkpoint is being written
+(a ``.tmp_*`` directory exists), resume it with ``--resume auto`` and compare the final state
+dicts (model, EMA target, optimizer) with an uninterrupted run, tensor by tensor, bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+VERDICTS = ("ok", "unclear", "traceback", "loss", "code")
+TRACEBACK = "Traceback (most recent call last)"
+WORDS = ("the river city north ancient music church language history king war science water light energy "
+         "theory island mountain painting novel century empire trade school village bridge garden").split()
+DEBUG = ["train.progress=false", "train.diag_every=0"]
+
+
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """``train`` arguments with the KEY=VALUE overrides last (argparse takes one positional run)."""
+    ov = [str(a) for a in extra if "=" in str(a) and not str(a).startswith("-")]
+    flags = [a for a in extra if str(a) not in ov]
+    return ["train", "--preset", "debug", "--data", str(data), "--out", str(out), *map(str, flags), *DEBUG, *ov]
+
+
+@dataclasses.dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+    seconds: float
+
+    @property
+    def message(self) -> str:
+        """The last 'error' line on stderr (or its last line)."""
+        lines = [ln.strip() for ln in self.err.replace("\r", "\n").splitlines() if ln.strip()]
+        errs = [ln for ln in lines if "error" in ln.lower()]
+        msg = (errs or lines or [""])[-1]
+        return msg[msg.find("predrecon: error"):][:160] if "predrecon: error" in msg else msg[:160]
+
+
+@dataclasses.dataclass
+class Outcome:
+    case: str
+    group: str
+    owner: str
+    verdict: str
+    detail: str
+    seconds: float = 0.0
+
+
+def judge_refusal(r: Result, *tokens: str) -> tuple[str, str]:
+    """A refusal is due: ok iff rc != 0, no traceback and the message names one of ``tokens``."""
+    if TRACEBACK in r.err:
+        tb = r.err[r.err.rfind(TRACEBACK):].replace("\r", "\n")
+        last = [ln for ln in tb.splitlines() if ln.strip() and not ln.startswith((" ", "\t"))][-1:] or [""]
+        return "traceback", last[0][:160]
+    if r.rc == 0:
+        return "unclear", "accepted silently (rc 0)"
+    if r.rc < 0:
+        return "unclear", f"killed by signal {-r.rc}"
+    low = r.err.lower()
+    if tokens and not any(t.lower() in low for t in tokens):
+        return "unclear", f"does not name {' / '.join(tokens)}: {r.message}"
+    return "ok", r.message
+
+
+def judge_success_or_refusal(r: Result, *tokens: str) -> tuple[str, str]:
+    """Either working (rc 0) or a clear refusal is acceptable."""
+    if r.rc == 0 and TRACEBACK not in r.err:
+        return "ok", "worked"
+    return judge_refusal(r, *tokens)
+
+
+class Suite:
+    """Shared fixtures (built once, copied per case) and the subprocess runner."""
+
+    def __init__(self, work: Path, timeout: float = 300.0, src: Path | None = None):
+        self.work = work
+        self.timeout = timeout
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                    "TQDM_DISABLE": "1"}
+        if src is not None:  # test another tree (e.g. `git archive` of a commit) with this environment
+            self.env["PYTHONPATH"] = os.pathsep.join([str(src), self.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        self.env.pop("PREDRECON_GLUE_DIR", None)
+        self._n = 0
+
+    # --- running ---------------------------------------------------------------------------
+    def cmd(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "predrecon.cli", *map(str, args)]
+
+    def cli(self, *args: str, cwd: Path | None = None, fsize: int | None = None, env: dict | None = None,
+            timeout: float | None = None) -> Result:
+        t0 = time.perf_counter()
+        p = subprocess.run(self.cmd(*args), cwd=cwd or self.work, env={**self.env, **(env or {})},
+                           capture_output=True, text=True, errors="replace", timeout=timeout or self.timeout,
+                           preexec_fn=_limit_fsize(fsize) if fsize else None)
+        return Result(p.returncode, p.stdout, p.stderr, time.perf_counter() - t0)
+
+    def popen(self, *args: str, cwd: Path | None = None) -> subprocess.Popen:
+        return subprocess.Popen(self.cmd(*args), cwd=cwd or self.work, env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, errors="replace")
+
+    def fresh(self, name: str) -> Path:
+        self._n += 1
+        d = self.work / "cases" / f"{self._n:03d}_{name}"
+        d.mkdir(parents=True)
+        return d
+
+    # --- fixtures (built lazily, once) ------------------------------------------------------
+    def _once(self, name: str, build: Callable[[Path], None]) -> Path:
+        p = self.work / "base" / name
+        if not p.exists():
+            tmp = p.with_name(p.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            build(tmp)
+            tmp.rename(p)
+        return p
+
+    def corpus(self) -> Path:
+        def build(d: Path) -> None:
+            d.mkdir()
+            rng = random.Random(0)
+            docs = [f"Doc {i}. " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 80))) + "."
+                    for i in range(80)]
+            (d / "corpus.txt").write_text("\n\n".join(docs), encoding="utf-8")
+        return self._once("corpus", build) / "corpus.txt"
+
+    def data(self) -> Path:
+        def build(d: Path) -> None:
+            _expect_ok(self.cli("data", "build", "--files", self.corpus(), "--tokenizer", "train:200", "--out", d))
+        return self._once("data", build)
+
+    def run(self) -> Path:
+        """A finished hybrid run: 6 steps, checkpoints at 3 and 6."""
+        def build(d: Path) -> None:
+            _expect_ok(self.train(self.data(), d, "--steps", "6", "train.ckpt_every=3"))
+        return self._once("run", build)
+
+    def export(self) -> Path:
+        def build(d: Path) -> None:
+            _expect_ok(self.cli("export", self.run(), "--out", d))
+        return self._once("export", build)
+
+    def glue(self) -> Path:
+        def build(d: Path) -> None:
+            (d / "SST-2").mkdir(parents=True)
+            rng = random.Random(1)
+            words = "good bad fine awful great terrible nice poor".split()
+            for split, n in (("train", 40), ("dev", 30)):
+                lines = ["sentence\tlabel"]
+                for i in range(n):
+                    w = rng.choice(words)
+                    lines.append(f"a {w} film number {i}\t{int(words.index(w) % 2 == 0)}")
+                (d / "SST-2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+        return self._once("glue", build)
+
+    def evaldir(self) -> Path:
+        def build(d: Path) -> None:
+            _expect_ok(self.eval(self.export(), d))
+        return self._once("eval", build)
+
+    def eval(self, enc: Path | str, out: Path, glue: Path | None = None, *extra: str, env_glue: bool = True,
+             **kw) -> Result:
+        """``eval`` on SST-2 from ``glue``, passed as --glue-dir (and, unless ``env_glue`` is False, also
+        as $PREDRECON_GLUE_DIR, so that cases other than the --glue-dir one do not depend on it)."""
+        glue = glue or self.glue()
+        env = {"PREDRECON_GLUE_DIR": str(glue)} if env_glue else {}
+        return self.cli("eval", enc, "--tasks", "sst2", "--poolings", "mean", "--out", out, "--glue-dir", glue,
+                        "--max-examples", "1000", "--n-boot", "10", *extra, env=env, **kw)
+
+    def copy(self, src: Path, name: str) -> Path:
+        dst = self.fresh(name) / src.name
+        shutil.copytree(src, dst)
+        return dst
+
+    def train(self, data: Path, out: Path, *extra: str, **kw) -> Result:
+        return self.cli(*train_args(data, out, *extra), **kw)
+
+
+def _expect_ok(r: Result) -> None:
+    if r.rc != 0:
+        raise RuntimeError(f"fixture command failed (rc {r.rc}):\n{r.err[-3000:]}")
+
+
+def _finish(p: subprocess.Popen, timeout: float) -> Result:
+    out, err = p.communicate(timeout=timeout)
+    return Result(p.returncode, out, err, 0.0)
+
+
+def _limit_fsize(limit: int) -> Callable[[], None]:
+    def pre() -> None:  # EFBIG instead of SIGXFSZ, as a full disk would give ENOSPC
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return pre
+
+
+# --------------------------------------------------------------------------------- helpers
+class _Payload:
+    """Unpickling this creates ``marker`` (stands in for arbitrary code execution)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _sha256(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _rehash_dataset(d: Path, name: str) -> None:
+    """Update the dataset manifest's sha256 for ``name`` (a consistent but hostile dataset)."""
+    mf = d / "manifest.json"
+    m = json.loads(mf.read_text())
+    m["files"][name] = _sha256(d / name)
+    mf.write_text(json.dumps(m, indent=2))
+
+
+def _rehash_ckpt(ck: Path, name: str) -> None:
+    mf = ck / "MANIFEST.json"
+    m = json.loads(mf.read_text())
+    m["files"][name] = _sha256(ck / name)
+    mf.write_text(json.dumps(m, indent=2))
+
+
+def _scribble(p: Path, n: int = 64, seed: int = 0, at: float = 0.5) -> None:
+    b = bytearray(p.read_bytes())
+    rng = random.Random(seed)
+    i = min(max(0, int(len(b) * at)), max(0, len(b) - n))
+    b[i:i + n] = bytes(rng.randrange(256) for _ in range(min(n, len(b) - i)))
+    p.write_bytes(bytes(b))
+
+
+def _truncate(p: Path, frac: float = 0.5) -> None:
+    p.write_bytes(p.read_bytes()[: int(p.stat().st_size * frac)])
+
+
+def _zero(p: Path) -> None:
+    p.write_bytes(bytes(p.stat().st_size))
+
+
+def _random(p: Path, seed: int = 0) -> None:
+    p.write_bytes(random.Random(seed).randbytes(max(64, p.stat().st_size)))
+
+
+def _ckpts(run: Path) -> list[Path]:
+    root = run / "checkpoints"
+    return sorted(p for p in root.iterdir() if p.name.startswith("step_")) if root.is_dir() else []
+
+
+def _valid_ckpt(ck: Path) -> bool:
+    mf = ck / "MANIFEST.json"
+    try:
+        files = json.loads(mf.read_text())["files"]
+        return all((ck / n).is_file() and _sha256(ck / n) == h for n, h in files.items())
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _state(ck: Path) -> dict:
+    """Every tensor of a checkpoint (model, target, optimizer) as a flat dict."""
+    import torch
+    from safetensors.torch import load_file
+
+    out = {}
+    for name in ("model", "target"):
+        f = ck / f"{name}.safetensors"
+        if f.exists():
+            out.update({f"{name}.{k}": v for k, v in load_file(str(f)).items()})
+    opt = torch.load(ck / "optimizer.pt", weights_only=True)
+    for pid, st in opt["state"].items():
+        for k, v in st.items():
+            out[f"opt.{pid}.{k}"] = v if isinstance(v, torch.Tensor) else torch.tensor(v)
+    return out
+
+
+def _same_state(a: Path, b: Path) -> tuple[bool, str]:
+    import torch
+
+    sa, sb = _state(a), _state(b)
+    if set(sa) != set(sb):
+        return False, f"keys differ: {sorted(set(sa) ^ set(sb))[:3]}"
+    diff = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    return (not diff), (f"{len(diff)} of {len(sa)} tensors differ, e.g. {diff[0]}" if diff else
+                        f"{len(sa)} tensors equal")
+
+
+def _finite_ckpt(ck: Path) -> bool:
+    import torch
+    from safetensors.torch import load_file
+
+    return all(bool(torch.isfinite(v).all()) for v in load_file(str(ck / "model.safetensors")).values()
+               if v.is_floating_point())
+
+
+def _log_records(run: Path) -> list[dict]:
+    recs = []
+    for ln in (run / "log.jsonl").read_text().splitlines():
+        try:
+            recs.append(json.loads(ln))
+        except ValueError:
+            pass
+    return recs
+
+
+# ----------------------------------------------------------------------------------- cases
+CASES: list[tuple[str, str, str, Callable[[Suite], tuple[str, str]]]] = []
+
+
+def case(name: str, group: str, owner: str):
+    def deco(fn):
+        CASES.append((name, group, owner, fn))
+        return fn
+    return deco
+
+
+# bad configuration values: refused at start-up, naming the key
+BAD_VALUES = [
+    ("cfg_weight_decay_negative", "optim.weight_decay=-0.1", "optim.weight_decay"),
+    ("cfg_balancer_lr_negative", "optim.balancer_lr=-1", "optim.balancer_lr"),
+    ("cfg_grad_clip_inf", "optim.grad_clip=inf", "optim.grad_clip"),
+    ("cfg_collapse_std_nan", "train.collapse_std=nan", "train.collapse_std"),
+    ("cfg_keep_ckpts_zero", "train.keep_ckpts=0", "train.keep_ckpts"),
+    ("cfg_keep_ckpts_negative", "train.keep_ckpts=-1", "train.keep_ckpts"),
+    ("cfg_lr_inf", "optim.lr=inf", "optim.lr"),
+    ("cfg_lr_nan", "optim.lr=nan", "optim.lr"),
+    ("cfg_num_targets_absurd", "jepa.num_targets=1000", "jepa.num_targets"),
+    ("cfg_target_scale_scalar", "jepa.target_scale=0.5", "jepa.target_scale"),
+    ("cfg_eps_nan", "optim.eps=nan", "optim.eps"),
+    ("cfg_init_std_nan", "model.init_std=nan", "model.init_std"),
+    ("cfg_mlp_ratio_inf", "model.mlp_ratio=inf", "model.mlp_ratio"),
+    ("cfg_gradnorm_alpha_nan", "objective.gradnorm_alpha=nan", "objective.gradnorm_alpha"),
+    ("cfg_unknown_key", "optim.lrr=1", "optim.lrr"),
+    ("cfg_not_a_number", "optim.lr=fast", "optim.lr"),
+]
+
+
+def _bad_value(override: str, key: str):
+    def fn(s: Suite) -> tuple[str, str]:
+        out = s.fresh("cfg") / "run"
+        return judge_refusal(s.train(s.data(), out, "--steps", "2", override), key)
+    return fn
+
+
+for _name, _ov, _key in BAD_VALUES:
+    case(_name, "config", "config/cli")(_bad_value(_ov, _key))
+
+
+@case("cfg_device_tpu", "config", "config/cli")
+def _device_tpu(s: Suite):
+    return judge_refusal(s.train(s.data(), s.fresh("tpu") / "run", "--steps", "2", "--device", "tpu"),
+                         "train.device")
+
+
+@case("cli_out_is_a_file", "cli", "config/cli")
+def _out_file(s: Suite):
+    f = s.fresh("outfile") / "not_a_dir"
+    f.write_text("user data\n")
+    r = s.train(s.data(), f, "--steps", "2")
+    if f.read_text() != "user data\n":
+        return "loss", "the file given as --out was changed"
+    return judge_refusal(r, "not_a_dir")
+
+
+@case("cli_resume_other_objective", "cli", "config/cli")
+def _resume_other_objective(s: Suite):
+    run = s.copy(s.run(), "otherobj")
+    return judge_refusal(s.train(s.data(), run, "--steps", "8", "--resume", "auto", "--objective", "mlm"),
+                         "objective")
+
+
+@case("cli_export_from_other_cwd", "cli", "config/cli")
+def _export_other_cwd(s: Suite):
+    d = s.fresh("relcwd")
+    shutil.copytree(s.data(), d / "data")
+    _expect_ok(s.train(Path("data"), Path("run"), "--steps", "2", cwd=d))
+    elsewhere = s.fresh("elsewhere")
+    r = s.cli("export", d / "run", "--out", d / "enc", cwd=elsewhere)
+    if r.rc == 0 and (d / "enc" / "model.safetensors").is_file():
+        return "ok", "exported"
+    return judge_refusal(r, "data.path")
+
+
+# --- corpus and dataset files
+@case("corpus_binary_junk", "data", "data sources")
+def _corpus_junk(s: Suite):
+    f = s.fresh("corpusjunk") / "junk.txt"
+    f.write_bytes(random.Random(3).randbytes(4096))
+    return judge_refusal(s.cli("data", "build", "--files", f, "--out", f.parent / "d"), "junk.txt")
+
+
+@case("corpus_empty", "data", "data sources")
+def _corpus_empty(s: Suite):
+    f = s.fresh("corpusempty") / "empty.txt"
+    f.write_text("")
+    return judge_refusal(s.cli("data", "build", "--files", f, "--out", f.parent / "d"), "empty.txt")
+
+
+@case("tokenizer_junk_build", "data", "tokenizer")
+def _tok_junk_build(s: Suite):
+    d = s.fresh("tokjunk")
+    (d / "junk.json").write_bytes(random.Random(4).randbytes(2048))
+    return judge_refusal(s.cli("data", "build", "--files", s.corpus(), "--tokenizer", d / "junk.json",
+                               "--out", d / "d"), "junk.json")
+
+
+@case("tokenizer_junk_dataset_eval", "data", "tokenizer")
+def _tok_junk_dataset(s: Suite):
+    d = s.fresh("tokjunkds")
+    shutil.copytree(s.data(), d / "data")
+    _expect_ok(s.train(d / "data", d / "run", "--steps", "2"))
+    (d / "data" / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nope"')
+    return judge_refusal(s.eval(d / "run", d / "ev"), "tokenizer.json")
+
+
+def _dataset_case(name: str, mutate: Callable[[Path], None], tokens: tuple[str, ...], owner: str,
+                  silent_is_loss: bool = True):
+    @case(name, "data", owner)
+    def fn(s: Suite):
+        d = s.copy(s.data(), name)
+        mutate(d)
+        r = s.train(d, d.parent / "run", "--steps", "2")
+        if r.rc == 0 and silent_is_loss:
+            return "loss", "trained on the corrupt dataset (rc 0)"
+        return judge_refusal(r, *tokens)
+    return fn
+
+
+SHARD = "train.tokens.00000.bin"
+_dataset_case("shard_random_bytes", lambda d: _scribble(d / SHARD), (SHARD,), "data safety")
+_dataset_case("shard_zeroed", lambda d: _zero(d / SHARD), (SHARD,), "data safety")
+_dataset_case("shard_truncated", lambda d: _truncate(d / SHARD), (SHARD,), "data safety")
+_dataset_case("offsets_zeroed", lambda d: _zero(d / "train.offsets.npy"), ("train.offsets.npy",), "data safety")
+_dataset_case("offsets_truncated", lambda d: _truncate(d / "train.offsets.npy"), ("train.offsets.npy",),
+              "data safety")
+_dataset_case("manifest_truncated", lambda d: _truncate(d / "manifest.json"), ("manifest.json",), "data safety")
+_dataset_case("manifest_random", lambda d: _random(d / "manifest.json"), ("manifest.json",), "data safety")
+
+
+def _ids_over_vocab(d: Path) -> None:
+    import numpy as np
+
+    a = np.fromfile(d / SHARD, dtype=np.uint16)
+    a[::7] = 60000
+    a.tofile(d / SHARD)
+    _rehash_dataset(d, SHARD)
+
+
+_dataset_case("shard_ids_exceed_vocab", _ids_over_vocab, (SHARD, "vocab"), "data safety")
+
+
+@case("offsets_pickle_payload", "data", "data safety")
+def _offsets_pickle(s: Suite):
+    import numpy as np
+
+    d = s.copy(s.data(), "offpickle")
+    marker = d.parent / "PWNED"
+    np.save(d / "train.offsets.npy", np.array([_Payload(marker)], dtype=object), allow_pickle=True)
+    _rehash_dataset(d, "train.offsets.npy")
+    r = s.train(d, d.parent / "run", "--steps", "2")
+    if marker.exists():
+        return "code", "unpickling the offsets ran code"
+    if r.rc == 0:
+        return "loss", "trained on an object array"
+    return judge_refusal(r, "train.offsets.npy")
+
+
+# --- exports
+def _export_case(name: str, mutate: Callable[[Path], None], tokens: tuple[str, ...], silent_is_loss: bool = True):
+    @case(name, "export", "data safety")
+    def fn(s: Suite):
+        e = s.copy(s.export(), name)
+        marker = e.parent / "PWNED"
+        mutate(e) if mutate.__code__.co_argcount == 1 else mutate(e, marker)
+        r = s.eval(e, e.parent / "ev")
+        if marker.exists():
+            return "code", "loading the export ran code"
+        if r.rc == 0 and silent_is_loss:
+            return "loss", "evaluated the corrupt export (rc 0)"
+        return judge_refusal(r, *tokens)
+    return fn
+
+
+def _pickle_weights(e: Path, marker: Path) -> None:
+    (e / "model.safetensors").write_bytes(pickle.dumps({"w": _Payload(marker)}))
+
+
+def _inconsistent_config(e: Path) -> None:
+    c = json.loads((e / "config.json").read_text())
+    c["model"]["dim"] = 64
+    c["model"]["heads"] = 4
+    (e / "config.json").write_text(json.dumps(c))
+
+
+def _payload_region(e: Path) -> None:
+    p = e / "model.safetensors"
+    header = 8 + int.from_bytes(p.read_bytes()[:8], "little")
+    size = p.stat().st_size
+    _scribble(p, n=256, at=(header + (size - header) // 2) / size)
+
+
+_export_case("export_weights_truncated", lambda e: _truncate(e / "model.safetensors"), ("model.safetensors",))
+_export_case("export_weights_zeroed", lambda e: _zero(e / "model.safetensors"), ("model.safetensors",))
+_export_case("export_weights_random", lambda e: _random(e / "model.safetensors"), ("model.safetensors",))
+_export_case("export_weights_pickle", _pickle_weights, ("model.safetensors",))
+_export_case("export_weights_payload_scribbled", _payload_region, ("model.safetensors",))
+_export_case("export_config_truncated", lambda e: _truncate(e / "config.json"), ("config.json",))
+_export_case("export_config_inconsistent", _inconsistent_config, ("config.json", "model.safetensors"))
+
+
+@case("export_into_run_dir", "export", "data safety")
+def _export_into_run(s: Suite):
+    run = s.copy(s.run(), "exportrun")
+    before = {p.relative_to(run) for p in run.rglob("*")}
+    r = s.cli("export", run, "--out", run)
+    lost = sorted(str(p) for p in before - {p.relative_to(run) for p in run.rglob("*")})
+    if lost:
+        return "loss", f"deleted {len(lost)} files of the run, e.g. {lost[0]}"
+    return judge_success_or_refusal(r, str(run.name))
+
+
+@case("export_into_user_dir", "export", "data safety")
+def _export_into_user(s: Suite):
+    d = s.fresh("exportuser") / "mine"
+    d.mkdir()
+    (d / "notes.txt").write_text("precious\n")
+    r = s.cli("export", s.run(), "--out", d)
+    if not (d / "notes.txt").exists():
+        return "loss", "deleted the user's notes.txt"
+    return judge_success_or_refusal(r, "mine")
+
+
+# --- runs and checkpoints
+@case("ckpt_newest_corrupt_resume", "run", "data safety")
+def _ckpt_newest_corrupt(s: Suite):
+    run = s.copy(s.run(), "ckcorrupt")
+    _scribble(_ckpts(run)[-1] / "model.safetensors")
+    r = s.train(s.data(), run, "--steps", "8", "--resume", "auto")
+    if r.rc == 0 and any(_valid_ckpt(c) and c.name.endswith("08") for c in _ckpts(run)):
+        return "ok", "resumed from the older valid checkpoint"
+    return judge_refusal(r, "model.safetensors", "checkpoint")
+
+
+@case("ckpt_optimizer_pickle_payload", "run", "data safety")
+def _ckpt_opt_pickle(s: Suite):
+    import torch
+
+    run = s.copy(s.run(), "optpickle")
+    ck = _ckpts(run)[-1]
+    marker = run.parent / "PWNED"
+    torch.save({"state": {0: {"step": _Payload(marker)}}, "param_groups": []}, ck / "optimizer.pt")
+    _rehash_ckpt(ck, "optimizer.pt")
+    r = s.train(s.data(), run, "--steps", "8", "--resume", "auto")
+    if marker.exists():
+        return "code", "torch.load ran the payload"
+    return judge_refusal(r, "optimizer.pt")
+
+
+@case("ckpt_prune_after_all_corrupt", "run", "data safety")
+def _prune_corrupt(s: Suite):
+    run = s.copy(s.run(), "prunecorrupt")  # checkpoints 3 and 6, both corrupted below
+    for c in _ckpts(run):
+        _scribble(c / "model.safetensors")
+    r = s.train(s.data(), run, "--steps", "5", "--resume", "auto", "train.ckpt_every=2")
+    good = [c.name for c in _ckpts(run) if _valid_ckpt(c)]
+    if r.rc == 0 and not good:
+        return "loss", "the new good checkpoints were pruned; only corrupt ones remain"
+    if r.rc == 0:
+        return "ok", f"valid: {', '.join(good)}"
+    return judge_refusal(r, "checkpoint")
+
+
+@case("nan_run_checkpoints", "run", "train loop")
+def _nan_run(s: Suite):
+    run = s.fresh("nanrun") / "run"
+    r = s.train(s.data(), run, "--steps", "15", "optim.lr=1e6", "train.ckpt_every=5", "optim.grad_clip=0")
+    bad = [c.name for c in _ckpts(run) if not _finite_ckpt(c)]
+    if bad:
+        return "loss", f"non-finite weights checkpointed: {', '.join(bad)}"
+    if r.rc == 0:
+        return "ok", "finished with finite checkpoints"
+    return judge_refusal(r, "non-finite", "nan")
+
+
+@case("log_torn_last_line", "run", "data safety")
+def _log_torn(s: Suite):
+    run = s.copy(s.run(), "logtorn")
+    with open(run / "log.jsonl", "a") as f:
+        f.write('{"step": 7, "loss": 1.')
+    return judge_success_or_refusal(s.train(s.data(), run, "--steps", "8", "--resume", "auto"), "log.jsonl")
+
+
+@case("run_config_json_truncated", "run", "data safety")
+def _run_config_truncated(s: Suite):
+    run = s.copy(s.run(), "cfgtrunc")
+    _truncate(run / "config.json")
+    return judge_success_or_refusal(s.train(s.data(), run, "--steps", "8", "--resume", "auto"), "config.json")
+
+
+@case("resume_finished_run", "run", "data safety")
+def _resume_finished(s: Suite):
+    run = s.copy(s.run(), "finished")
+    before = json.loads((run / "summary.json").read_text())
+    r = s.train(s.data(), run, "--steps", "6", "--resume", "auto")
+    after = json.loads((run / "summary.json").read_text())
+    ends = [x for x in _log_records(run) if x.get("event") == "end"]
+    if len(ends) > 1 or after.get("tokens_per_s") != before.get("tokens_per_s"):
+        return "loss", f"summary rewritten (tokens_per_s {after.get('tokens_per_s')}), {len(ends)} end records"
+    return judge_success_or_refusal(r, "finished")
+
+
+@case("concurrent_train_same_out", "run", "data safety")
+def _concurrent_train(s: Suite):
+    out = s.fresh("twotrain") / "run"
+    args = train_args(s.data(), out, "--steps", "30", "train.ckpt_every=2")
+    a = s.popen(*args)
+    time.sleep(0.5)
+    b = s.popen(*args)
+    ra, rb = (_finish(p, s.timeout) for p in (a, b))
+    rcs = sorted((ra.rc, rb.rc))
+    if any(TRACEBACK in r.err for r in (ra, rb)):
+        return "traceback", next(r.message for r in (ra, rb) if TRACEBACK in r.err)
+    if rcs == [0, 0]:
+        return "loss", "both writers ran to the end on one directory"
+    if rcs[0] != 0:
+        return "loss", f"neither finished (rc {rcs})"
+    loser = ra if ra.rc != 0 else rb
+    return judge_refusal(loser, "lock", "run")
+
+
+@case("concurrent_resume_auto", "run", "data safety")
+def _concurrent_resume(s: Suite):
+    run = s.copy(s.run(), "tworesume")
+    args = train_args(s.data(), run, "--steps", "30", "--resume", "auto")
+    a = s.popen(*args)
+    b = s.popen(*args)
+    ra, rb = (_finish(p, s.timeout) for p in (a, b))
+    steps = [x["step"] for x in _log_records(run) if "event" not in x]
+    dup = len(steps) - len(set(steps))
+    if any(TRACEBACK in r.err for r in (ra, rb)):
+        return "traceback", next(r.message for r in (ra, rb) if TRACEBACK in r.err)
+    if (ra.rc, rb.rc) == (0, 0) or dup:
+        return "loss", f"both resumed (rc {ra.rc}, {rb.rc}); {dup} duplicate step records"
+    loser = ra if ra.rc != 0 else rb
+    return judge_refusal(loser, "lock", "run")
+
+
+# --- disk full (RLIMIT_FSIZE: writes past the limit fail with EFBIG)
+@case("disk_full_checkpoint", "disk", "data safety")
+def _disk_ckpt(s: Suite):
+    run = s.copy(s.run(), "fullckpt")
+    r = s.train(s.data(), run, "--steps", "9", "--resume", "auto", "train.ckpt_every=3", fsize=120_000)
+    if not any(_valid_ckpt(c) and c.name.endswith("06") for c in _ckpts(run)):
+        return "loss", "the last good checkpoint is gone"
+    if list((run / "checkpoints").glob(".tmp_*")):
+        return "unclear", "left a partial checkpoint directory behind"
+    return judge_refusal(r, "space", "too large", "checkpoint")
+
+
+@case("disk_full_export", "disk", "data safety")
+def _disk_export(s: Suite):
+    d = s.fresh("fullexport")
+    r = s.cli("export", s.run(), "--out", d / "enc", fsize=50_000)
+    if (d / "enc").exists() and not (d / "enc" / "config.json").exists():
+        return "loss", "left a partial export"
+    return judge_refusal(r, "space", "too large", "enc")
+
+
+@case("disk_full_data_build", "disk", "data safety")
+def _disk_data(s: Suite):
+    d = s.fresh("fulldata")
+    r = s.cli("data", "build", "--files", s.corpus(), "--tokenizer", "train:200", "--out", d / "ds", fsize=4_000)
+    if (d / "ds").exists():
+        return "loss", "left a partial dataset"
+    return judge_refusal(r, "space", "too large", "ds")
+
+
+# --- evaluation inputs
+def _glue_case(name: str, mutate: Callable[[Path], None]):
+    @case(name, "eval", "eval glue")
+    def fn(s: Suite):
+        g = s.copy(s.glue(), name)
+        mutate(g / "SST-2" / "dev.tsv")
+        return judge_refusal(s.eval(s.export(), g.parent / "ev", g), "dev.tsv")
+    return fn
+
+
+_glue_case("glue_binary_junk", lambda p: _random(p, seed=5))
+
+
+def _long_line(p: Path) -> None:
+    with open(p, "a") as f:
+        f.write("x" * (50 << 20) + "\t1\n")
+
+
+_glue_case("glue_50mb_line", _long_line)
+
+
+@case("compare_truncated_result_json", "eval", "eval report")
+def _compare_truncated(s: Suite):
+    a = s.copy(s.evaldir(), "cmptrunc")
+    b = a.parent / "b"
+    shutil.copytree(s.evaldir(), b)
+    _truncate(a / "sst2" / "mean.json")
+    return judge_refusal(s.cli("compare", a, b, "--labels", "x,y", "--out", a.parent / "rep"), "mean.json")
+
+
+@case("eval_into_other_encoders_dir", "eval", "eval runner")
+def _eval_mixing(s: Suite):
+    ev = s.copy(s.evaldir(), "evalmix")
+    r = s.cli("eval", f"random:{s.export()}", "--tasks", "sst2", "--poolings", "max", "--out", ev,
+              "--glue-dir", s.glue(), "--n-boot", "10", env={"PREDRECON_GLUE_DIR": str(s.glue())})
+    encs = {json.loads(f.read_text())["meta"]["encoder"] for f in ev.glob("*/*.json")}
+    if r.rc == 0 and len(encs) > 1:
+        return "loss", f"results of {len(encs)} encoders mixed in one directory"
+    return judge_success_or_refusal(r, ev.name)
+
+
+@case("eval_glue_dir_honoured", "eval", "eval runner")
+def _glue_dir(s: Suite):
+    d = s.fresh("gluedir")
+    r = s.eval(s.export(), d / "ev", env_glue=False)
+    if TRACEBACK in r.err:
+        return judge_refusal(r)
+    if r.rc != 0:
+        return "unclear", f"--glue-dir ignored: {r.message}"
+    n = len(json.loads((d / "ev" / "sst2" / "mean.json").read_text())["per_example"]["labels"])
+    return ("ok", "used --glue-dir") if n == 30 else ("loss", f"--glue-dir ignored: {n} dev examples, not 30")
+
+
+# ------------------------------------------------------------------------------- SIGKILL
+def kill_trials(s: Suite, n: int, seed: int = 0) -> list[Outcome]:
+    """Half the trials kill at a random moment, half while a checkpoint is being written."""
+    if n <= 0:
+        return []
+    steps = ["--steps", "12", "train.ckpt_every=2"]
+    ref = s.fresh("killref") / "run"
+    t0 = time.perf_counter()
+    _expect_ok(s.train(s.data(), ref, *steps))
+    span = time.perf_counter() - t0
+    ref_ck = _ckpts(ref)[-1]
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        in_save = i % 2 == 1
+        run = s.fresh(f"kill{i}") / "run"
+        t1 = time.perf_counter()
+        p = s.popen(*train_args(s.data(), run, *steps))
+        when = "?"
+        if in_save:
+            target = rng.randint(1, 5)  # the k-th checkpoint write
+            seen: set[str] = set()
+            while p.poll() is None:
+                tmp = list((run / "checkpoints").glob(".tmp_*")) if (run / "checkpoints").is_dir() else []
+                for t in tmp:
+                    seen.add(t.name)
+                if len(seen) >= target:
+                    p.send_signal(signal.SIGKILL)
+                    when = f"inside checkpoint write #{len(seen)}"
+                    break
+                time.sleep(0.002)
+        else:
+            delay = rng.uniform(0.2, span)
+            try:
+                p.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGKILL)
+            when = f"at {delay:.2f}s"
+        p.communicate()
+        if p.returncode == 0:
+            when += " (finished before the kill)"
+        r = s.train(s.data(), run, *steps, "--resume", "auto")
+        name = f"sigkill_{'save' if in_save else 'random'}_{i}"
+        if TRACEBACK in r.err:
+            out.append(Outcome(name, "sigkill", "data safety", "traceback", f"{when}: {r.message}"))
+        elif r.rc != 0:
+            out.append(Outcome(name, "sigkill", "data safety", "unclear", f"{when}: resume rc {r.rc}: {r.message}"))
+        else:
+            same, why = _same_state(ref_ck, _ckpts(run)[-1])
+            out.append(Outcome(name, "sigkill", "data safety", "ok" if same else "loss",
+                               f"{when}: {'bit-exact' if same else 'DIFFERS'} ({why})",
+                               time.perf_counter() - t1))
+    return out
+
+
+# ---------------------------------------------------------------------------------- main
+def run_cases(s: Suite, only: str | None = None, log: Callable[[str], None] = print) -> list[Outcome]:
+    res = []
+    for name, group, owner, fn in CASES:
+        if only and not any(o in name for o in only.split(",")):
+            continue
+        t0 = time.perf_counter()
+        try:
+            verdict, detail = fn(s)
+        except subprocess.TimeoutExpired:
+            verdict, detail = "unclear", f"timed out after {s.timeout:.0f}s"
+        o = Outcome(name, group, owner, verdict, detail, time.perf_counter() - t0)
+        log(f"  {o.case:<36} {o.verdict:<9} {o.detail[:110]}")
+        res.append(o)
+    return res
+
+
+def table(outcomes: list[Outcome]) -> str:
+    lines = [f"{'case':<36} {'group':<8} {'owner':<13} {'verdict':<9} detail", "-" * 118]
+    for o in outcomes:
+        lines.append(f"{o.case:<36} {o.group:<8} {o.owner:<13} {o.verdict:<9} {o.detail[:80]}")
+    lines.append("-" * 118)
+    lines.append(totals_line(outcomes))
+    return "\n".join(lines)
+
+
+def totals(outcomes: list[Outcome]) -> dict[str, int]:
+    t = {v: sum(o.verdict == v for o in outcomes) for v in VERDICTS}
+    return {"cases": len(outcomes), **t}
+
+
+def totals_line(outcomes: list[Outcome]) -> str:
+    t = totals(outcomes)
+    return (f"{t['cases']} cases: {t['ok']} ok / {t['unclear']} unclear / {t['traceback']} traceback / "
+            f"{t['loss']} loss / {t['code']} code executed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", help="write the results (cases, totals, SIGKILL trials) to this file")
+    ap.add_argument("--only", help="comma-separated substrings of case names to run")
+    ap.add_argument("--kills", type=int, default=6, help="SIGKILL trials (half inside checkpoint writes)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", help="working directory (default: a temporary one, removed at the end)")
+    ap.add_argument("--keep", action="store_true", help="keep the working directory")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per command")
+    ap.add_argument("--src", help="import predrecon from this source directory (e.g. an exported commit's src/)")
+    args = ap.parse_args(argv)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="predrecon-faults-"))
+    work.mkdir(parents=True, exist_ok=True)
+    src = Path(args.src).resolve() if args.src else None
+    s = Suite(work.resolve(), timeout=args.timeout, src=src)
+    t0 = time.perf_counter()
+    try:
+        print(f"[faults] working in {work}; predrecon from {src or 'the installed package'}")
+        outcomes = run_cases(s, args.only)
+        kills = kill_trials(s, 0 if args.only and "sigkill" not in args.only else args.kills, args.seed)
+        for o in kills:
+            print(f"  {o.case:<36} {o.verdict:<9} {o.detail[:110]}")
+        allres = outcomes + kills
+        print()
+        print(table(allres))
+        exact = sum(o.verdict == "ok" for o in kills)
+        print(f"SIGKILL trials: {len(kills)}, bit-exact {exact}/{len(kills)}")
+        print(f"[faults] {time.perf_counter() - t0:.0f}s")
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps({
+                "totals": totals(allres), "sigkill": {"n": len(kills), "bit_exact": exact},
+                "seconds": time.perf_counter() - t0,
+                "cases": [dataclasses.asdict(o) for o in allres]}, indent=1))
+        return 0 if all(o.verdict == "ok" for o in allres) else 1
+    finally:
+        if not (args.keep or args.work):
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
