@@ -5,15 +5,18 @@
 :func:`extras_markdown` renders the tables. Conventions follow :mod:`predrecon.eval.report`:
 
 * The first arm is the reference; differences are ``reference - other``.
-* Several seeds per arm: arm mean with a Student-t interval across seeds, Welch interval of the
-  difference and the permutation p-value across seeds (:func:`~predrecon.eval.stats.across_seeds`;
-  2 vs 2 seeds cannot go below p = 1/3, 3 vs 3 not below 0.1). An arm with one seed allows no test.
-* One seed per arm: paired tests on the same examples from the stored per-example vectors —
-  sign-flip permutation test for per-example scores (correctness, drops, cosines), paired
-  bootstrap for Spearman (p from the bootstrap standard error, normal approximation).
+* Several seeds per arm (claims about objectives): arm mean with a Student-t interval across
+  seeds and the seed test of the report, Welch's t-test with its interval of the difference
+  (:func:`~predrecon.eval.stats.welch_test`). An arm with one seed allows no test.
+* One seed per arm (two fixed networks: says nothing about objectives): paired tests on the same
+  examples from the stored per-example vectors — sign-flip permutation test for per-example
+  scores (correctness, drops, cosines), paired bootstrap for Spearman with the empirical p
+  ``(1 + #extreme) / (B + 1)`` (:func:`~predrecon.eval.stats.bootstrap_p`; never 0).
 
-P-values are returned unadjusted (``pvalues``) so the caller can Holm-correct them together with
-its own; a row is marked significant only where its *adjusted* p < alpha.
+These comparisons are exploratory: by default Benjamini-Hochberg over these tables' tests.
+P-values are also returned unadjusted (``pvalues``) so a caller can adjust them otherwise; a row
+is marked significant only where its *adjusted* p < alpha. This module imports only
+:mod:`~predrecon.eval.stats` and the extras themselves (no import of the report module).
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy import stats as sps
-
 from . import stats
 from .extras import EXTRAS, load_record, spearman_rows
 from .fewshot import plot_fewshot
-from .report import _ci, _fmt  # one number format for every report table
+
+_fmt, _ci = stats.fmt_number, stats.fmt_interval  # one number format for every report table
+FIXED_NETWORKS = "two fixed networks: says nothing about objectives"
 
 TITLES = {
     "fewshot": "Few-shot linear probe",
@@ -39,7 +42,7 @@ TITLES = {
     "crosslingual": "Zero-shot cross-lingual topic transfer (wiki-topic, probe trained on English)",
     "similarity": "Zero-shot similarity (Spearman of cosine with human scores)",
 }
-COLUMNS_TAIL = ["diff [95% CI]", "p", "test", "p (Holm)", "result"]
+COLUMNS_TAIL = ["diff [95% CI]", "p", "test", "p (adj.)", "result"]
 
 
 # --------------------------------------------------------------------------- loading
@@ -82,8 +85,10 @@ def summarise(entries: list[dict], ci: float = 0.95) -> dict:
 
 def paired_spearman_test(pred_a: np.ndarray, pred_b: np.ndarray, target: np.ndarray, n_boot: int = 1000,
                          seed: int = 0, ci: float = 0.95) -> dict:
-    """Paired bootstrap over pairs of ``rho(pred_a, target) - rho(pred_b, target)``: percentile
-    interval, and p from the bootstrap standard error (two-sided normal approximation)."""
+    """Paired bootstrap over pairs of ``rho(pred_a, target) - rho(pred_b, target)`` (two fixed
+    encoders): percentile interval and the empirical two-sided p of
+    :func:`~predrecon.eval.stats.bootstrap_p`: 1 for identical predictions, never 0, never
+    below ``1 / (B + 1)``."""
     rng = np.random.default_rng(seed)
     n = len(target)
     idx = rng.integers(0, n, size=(n_boot, n))  # (B, n)
@@ -92,11 +97,10 @@ def paired_spearman_test(pred_a: np.ndarray, pred_b: np.ndarray, target: np.ndar
     reps = reps[np.isfinite(reps)]
     if not math.isfinite(d) or reps.size < 2:
         return {"diff": d, "diff_low": math.nan, "diff_high": math.nan, "p": math.nan, "test": "none (constant)"}
-    se = float(reps.std(ddof=1))
-    p = (1.0 if d == 0 else 0.0) if se == 0 else float(2 * sps.norm.sf(abs(d) / se))
+    p, n_ok = stats.bootstrap_p(d, reps)
     lo, hi = np.quantile(reps, [(1 - ci) / 2, (1 + ci) / 2])
     return {"diff": d, "diff_low": float(lo), "diff_high": float(hi), "p": p,
-            "test": f"paired_bootstrap_normal(B={n_boot})"}
+            "test": f"paired_bootstrap(B={n_ok})"}
 
 
 def _paired(ea: dict, eb: dict, pa: dict, pb: dict, *, n_boot: int, n_perm: int, seed: int) -> dict:
@@ -122,18 +126,13 @@ def _paired(ea: dict, eb: dict, pa: dict, pb: dict, *, n_boot: int, n_perm: int,
     return {"diff": t.diff, "diff_low": lo, "diff_high": hi, "p": t.p_value, "test": t.method}
 
 
-def _seeds(sa: dict, sb: dict, *, n_perm: int, seed: int) -> dict:
+def _seeds(sa: dict, sb: dict) -> dict:
     va, vb = sa["values"], sb["values"]
     out = {"diff": sa["mean"] - sb["mean"], "diff_low": math.nan, "diff_high": math.nan, "p": math.nan}
     if len(va) < 2 or len(vb) < 2:
         return {**out, "test": "none (needs >= 2 seeds per arm)"}
-    c = stats.across_seeds(va, vb, n_perm=n_perm, seed=seed)
-    out.update(diff=c.diff, p=c.permutation_p, welch_p=c.welch_p,
-               test="permutation_across_seeds" + ("_exact" if c.permutation_exact else ""))
-    if np.std(va) > 0 or np.std(vb) > 0:
-        w = sps.ttest_ind(va, vb, equal_var=False).confidence_interval(0.95)
-        out.update(diff_low=float(w.low), diff_high=float(w.high))
-    return out
+    t = stats.welch_test(va, vb)
+    return {"diff": t.diff, "diff_low": t.low, "diff_high": t.high, "p": t.p_value, "test": t.method}
 
 
 # --------------------------------------------------------------------------- entry point
@@ -183,7 +182,7 @@ def compare_extras(groups: Mapping[str, Sequence[str | Path] | str | Path], *, n
                     res = _paired(ea, runs[other][0][extra]["metrics"][m], runs[ref][0][extra]["per_example"],
                                   runs[other][0][extra]["per_example"], n_boot=n_boot, n_perm=n_perm, seed=seed)
                 else:
-                    res = _seeds(sa, sb, n_perm=n_perm, seed=seed)
+                    res = _seeds(sa, sb)
                 rows.append({"name": f"extras.{extra}.{m}:{ref}-vs-{other}", "extra": extra, "metric": m,
                              "label": ea["label"], "a": ref, "b": other, "value_a": sa["mean"], "low_a": sa["low"],
                              "high_a": sa["high"], "n_a": sa["n_seeds"], "value_b": sb["mean"], "low_b": sb["low"],
@@ -206,11 +205,12 @@ def compare_extras(groups: Mapping[str, Sequence[str | Path] | str | Path], *, n
 
 def _method_notes(mode: str, n_perm: int) -> list[str]:
     if mode == "paired":
-        return [f"One seed per arm: paired tests on the same examples (sign-flip permutation test, {n_perm} "
-                "sign vectors, for per-example scores; paired bootstrap with a normal-approximation p for "
-                "Spearman)."]
-    return ["Several seeds per arm: means with Student-t intervals across seeds, Welch interval of the "
-            "difference, permutation p-value across seeds (two-sided, it cannot go below 1/3 with 2 vs 2 seeds, 0.1 with 3 vs 3)."]
+        return [f"One seed per arm ({FIXED_NETWORKS}): paired tests on the same examples (sign-flip "
+                f"permutation test, {n_perm} sign vectors, for per-example scores; paired bootstrap with the "
+                "empirical p (1 + #extreme) / (B + 1) for Spearman)."]
+    return ["Several seeds per arm (claims about objectives): means with Student-t intervals across seeds; "
+            "Welch's t-test of the difference with its 95 % interval (the report's seed test; see its power "
+            "statement)."]
 
 
 # --------------------------------------------------------------------------- tables
@@ -240,7 +240,7 @@ def _tables(result: dict, ref_run: dict) -> list[dict]:
 def _adjusted(result: dict, adjusted_pvalues) -> dict[str, float]:
     names = [p["name"] for p in result["pvalues"]]
     if adjusted_pvalues is None:
-        adj = stats.holm([p["p"] for p in result["pvalues"]]) if names else []
+        adj = stats.benjamini_hochberg([p["p"] for p in result["pvalues"]]) if names else []
         return dict(zip(names, map(float, adj)))
     if isinstance(adjusted_pvalues, Mapping):
         return {str(k): float(v) for k, v in adjusted_pvalues.items()}
@@ -255,7 +255,8 @@ def extras_tables(result: dict, adjusted_pvalues: Mapping[str, float] | Sequence
     """The tables of ``result`` with 'p (Holm)' and 'result' filled in.
 
     ``adjusted_pvalues``: ``{name: adjusted p}`` or a sequence in the order of
-    ``result['pvalues']``; None = Holm over this result's p-values only. A row reads
+    ``result['pvalues']``; None = Benjamini-Hochberg over this result's p-values only
+    (exploratory). A row reads
     'significant' only when its adjusted p < ``alpha`` (default: ``result['alpha']``).
     """
     alpha = result.get("alpha", 0.05) if alpha is None else alpha
@@ -279,11 +280,8 @@ def extras_markdown(result: dict, adjusted_pvalues: Mapping[str, float] | Sequen
     """Markdown of :func:`compare_extras`'s tables (see :func:`extras_tables` for
     ``adjusted_pvalues``), with the method notes; ``figures`` embeds the PNGs as data URIs."""
     alpha = result.get("alpha", 0.05) if alpha is None else alpha
-    scope = ("adjusted p-values supplied by the caller" if adjusted_pvalues is not None
-             else f"Holm over the {len(result['pvalues'])} tests of these tables only")
     L = ["## Beyond the paper: few-shot, robustness, cross-lingual transfer, similarity", "",
-         f"Reference arm: {result['reference']}; differences are {result['reference']} minus the other arm. "
-         f"'p (Holm)': {scope}; a result is marked only where the adjusted p < {alpha}.", ""]
+         _scope(result, adjusted_pvalues, alpha), ""]
     L += [f"- {n}" for n in result["notes"]]
     for t in extras_tables(result, adjusted_pvalues, alpha):
         L += ["", f"### {t['title']}", "", "| " + " | ".join(t["columns"]) + " |", "|" + "---|" * len(t["columns"])]
@@ -292,6 +290,36 @@ def extras_markdown(result: dict, adjusted_pvalues: Mapping[str, float] | Sequen
         for f in result["figures"]:
             L += ["", f"### {f['title']}", "", f"![{f['title']}](data:image/png;base64,{f['png_base64']})"]
     return "\n".join(L) + "\n"
+
+
+def _scope(result: dict, adjusted_pvalues, alpha: float) -> str:
+    scope = ("adjusted p-values supplied by the caller" if adjusted_pvalues is not None
+             else f"exploratory, Benjamini-Hochberg FDR over the {len(result['pvalues'])} tests of these tables only")
+    return (f"Reference arm: {result['reference']}; differences are {result['reference']} minus the other arm. "
+            f"'p (adj.)': {scope}; a result is marked only where the adjusted p < {alpha}.")
+
+
+def extras_html(result: dict, adjusted_pvalues: Mapping[str, float] | Sequence[float] | None = None,
+                alpha: float | None = None) -> str:
+    """The same section as :func:`extras_markdown` in HTML (significant rows shaded, figures
+    embedded)."""
+    import html
+
+    e = html.escape
+    alpha = result.get("alpha", 0.05) if alpha is None else alpha
+    out = ["<h2>Beyond the paper: few-shot, robustness, cross-lingual, similarity</h2>",
+           f"<p>{e(_scope(result, adjusted_pvalues, alpha))}</p><ul>"]
+    out += [f"<li>{e(n)}</li>" for n in result["notes"]] + ["</ul>"]
+    for t in extras_tables(result, adjusted_pvalues, alpha):
+        out.append(f"<h3>{e(t['title'])}</h3><table><thead><tr>"
+                   + "".join(f"<th>{e(str(c))}</th>" for c in t["columns"]) + "</tr></thead><tbody>")
+        for row in t["rows"]:
+            cls = ' class="sig"' if str(row[-1]).startswith("significant") else ""
+            out.append(f"<tr{cls}>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>")
+        out.append("</tbody></table>")
+    for f in result.get("figures", []):
+        out.append(f"<h3>{e(f['title'])}</h3><img alt='{e(f['title'])}' src='data:image/png;base64,{f['png_base64']}'>")
+    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- figures

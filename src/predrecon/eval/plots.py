@@ -3,7 +3,8 @@
 :func:`make_figures` draws eigenspectra (log-log), alignment vs uniformity, probe scores with
 intervals, the pooling ablation and per-task differences with intervals, and returns
 ``{title: png_path}``. Arms are colours; with several seeds per arm each seed is drawn and
-bars show the mean with a t-interval.
+bars show the mean with a t-interval. Probe bars carry their floors (black lines: solid =
+random init, dotted = majority, dashed = length only) where the results store them.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from . import stats  # noqa: E402
 
 POOLING_ORDER = ("mean", "max", "cls", "weighted", "attention")
 MARKERS = "osD^vP*Xh"
-SEMANTIC_MAIN = ("semantic.probe", "semantic.sts_regressor", "semantic.cv_paper", "semantic.sts_zero_shot")
-LEXICAL_MAIN = ("lexical.probe", "lexical.probe_paper")
+SEMANTIC_MAIN = ("probe.glue", "semantic.probe", "semantic.sts_regressor", "semantic.cv_paper", "semantic.sts_zero_shot")
+FLOOR_STYLES = {"random_init": "solid", "majority": "dotted", "length_only": "dashed"}
+LEXICAL_MAIN = ("lexical.content_auc", "lexical.probe", "lexical.probe_paper")
 
 
 def _colors(arms):
@@ -138,6 +140,12 @@ def _probe_bars(runs, tasks, colors, path):
         mets = [m for m in (_first(any_res["metrics"], SEMANTIC_MAIN), _first(any_res["metrics"], LEXICAL_MAIN),
                             "lexical.control", "linear_probe.paper") if m and m in any_res["metrics"]]
         _bars(ax, runs, colors, mets, lambda arm, m: _arm_value(runs[arm], task, "mean", m))
+        for g, m in enumerate(mets):  # floors beside the scores: one short line per floor
+            for k, (fl, style) in enumerate(((any_res["metrics"][m].get("floors") or {}).get(name), style)
+                                            for name, style in FLOOR_STYLES.items()):
+                if fl is not None and math.isfinite(fl):
+                    ax.hlines(fl, g - 0.45, g + 0.45, colors="black", linestyles=style, lw=1,
+                              label=list(FLOOR_STYLES)[k] if g == 0 else None)
         ax.set_xticklabels([m.replace(".", "\n", 1) for m in mets], fontsize=7)
         ax.set_title(f"{task}: probes (mean pooling)")
         ax.set_ylabel("accuracy / Spearman ρ")
@@ -168,7 +176,7 @@ def _pooling_ablation(runs, tasks, poolings, colors, path):
 def _deltas(comparison, tasks, path):
     rows = comparison["rows"]
     wanted = [("geometry.uniformity", "mean"), ("geometry.alignment", "mean"), ("geometry.effective_rank", "max"),
-              ("semantic", "mean"), ("lexical", "mean"), ("balance.difference", "mean")]
+              ("semantic", "mean"), ("lexical", "mean"), ("balance.normalised", "mean"), ("balance.difference", "mean")]
     panels = []
     for metric, pooling in wanted:
         if metric in ("semantic", "lexical"):
@@ -203,7 +211,8 @@ def _deltas(comparison, tasks, path):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("difference (95% CI)")
         ax.xaxis.set_major_locator(plt.MaxNLocator(4))
-    fig.suptitle("first arm minus other; filled green = significant after Holm", fontsize=9)
+    fig.suptitle("first arm minus other; filled green = significant in its family (headline: Holm; "
+                 "others: Benjamini-Hochberg)", fontsize=9)
     return _save(fig, path)
 
 

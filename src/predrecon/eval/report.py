@@ -1,22 +1,25 @@
-"""Compare evaluated encoders: paired or across-seed tests, Holm correction, Markdown/HTML report.
+"""Compare evaluated encoders: the seed test or paired tests, test families, floors, a verdict,
+and a Markdown/HTML report.
 
 :func:`compare` reads eval directories written by :func:`predrecon.eval.runner.evaluate`.
 
-* One directory per arm (``[dir_a, dir_b]`` or ``{"hybrid": dir, "mlm": dir}``): **paired**
-  tests on the same examples. Metrics with per-example correctness get a sign-flip
-  permutation test (:func:`~predrecon.eval.stats.paired_permutation_test`) and a bootstrap
-  interval of the mean difference; Spearman, balance and geometry metrics get a paired
-  bootstrap (:func:`~predrecon.eval.stats.paired_bootstrap_test`), geometry from the stored
-  replicates (the same resamples in both arms when their seeds and ``n_boot_geometry`` match,
-  bias-corrected as in the runner) or else recomputed from the saved embeddings.
-* Several directories per arm (``{"hybrid": [s0, s1, s2], "mlm": [...]}``): per-arm mean with
-  a t-interval, Welch interval of the difference, and the permutation p-value across seeds
-  (:func:`~predrecon.eval.stats.across_seeds`; with 3 vs 3 seeds its smallest value is 0.1).
+* Several directories per arm (``{"hybrid": [s0, ..., s4], "mlm": [...]}``): claims about
+  **objectives**. Per metric, one value per seed and arm; Welch's t-test across seeds
+  (:func:`~predrecon.eval.stats.welch_test`), arm means with t-intervals. The report states the
+  test's power (:func:`~predrecon.eval.stats.detectable_effect`) and its false-positive rate on
+  a null matched to the design (:func:`~predrecon.eval.stats.seed_null_fpr`).
+* One directory per arm (``[dir_a, dir_b]``): **two fixed networks**, paired over the same
+  examples. Per-example scores get a sign-flip permutation test, other metrics a paired
+  bootstrap with an empirical p (:func:`bootstrap_difference`; geometry from the runner's stored
+  replicates when both arms share them). These tests say nothing about objectives.
 
-Every arm is compared with the first one (difference = first - other). All p-values of the
-whole table are Holm-adjusted together; a row is *significant* only when its adjusted p < alpha.
+Families: the pre-registered headline family (:data:`HEADLINE`, one row per task, claim and
+other arm) is Holm-corrected; the full table is exploratory, Benjamini-Hochberg FDR. Exact
+duplicate metrics are not tested. Every score is shown beside its floors (metric key
+``floors``); when every arm's headline probe score is at or below the random-init floor the
+verdict withholds any conclusion. Every arm is compared with the first (diff = first - other).
 Outputs in ``out_dir``: ``comparison.json``, ``report.md`` (figures as PNG files next to it) and
-a self-contained ``report.html`` (figures embedded as base64 PNG).
+``report.html`` (figures embedded). Rationale: docs/statistics.md.
 """
 
 from __future__ import annotations
@@ -30,14 +33,26 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 from . import stats
 from .runner import _jsonable, bootstrap_indices, load_result, make_statistic
 
-KEY_METRICS = ("geometry.uniformity", "geometry.alignment", "geometry.effective_rank", "lexical.probe",
-               "lexical.probe_paper", "semantic.probe", "semantic.sts_regressor", "semantic.sts_zero_shot",
-               "semantic.cv_paper", "balance.difference", "linear_probe.paper")
+#: The paper's claims (hybrid vs MLM), tested per task: (claim, metric, pooling, expected sign).
+HEADLINE = (
+    ("more uniform", "geometry.uniformity", "mean", "lower"),
+    ("richer spectrum under max pooling", "geometry.effective_rank", "max", "higher"),
+    ("less lexical", "lexical.content_auc", "mean", "lower"),
+    ("better balance", "balance.normalised", "mean", "higher"),
+    ("equal probe score", "probe.glue", "mean", "equal"),
+)
+#: The headline probe / STS score read against the random-init floor for the verdict.
+FLOOR_METRIC = ("probe.glue", "mean")
+#: Equivalence margin of the "equal probe score" claim, on the GLUE metric's own scale.
+EQUIV_MARGIN = 0.02
+FIXED_NETWORKS = "two fixed networks: says nothing about objectives"
+NO_CONCLUSION = "encoders at or below the random-init floor: no conclusion about the objectives"
+FLOOR_NAMES = {"majority": "maj", "length_only": "len", "random_init": "rand"}
+_fmt, _ci = stats.fmt_number, stats.fmt_interval  # kept for callers of the old names
 
 
 @dataclass
@@ -58,8 +73,13 @@ def _load_run(path: Path) -> _Run:
     for f in sorted(path.glob("*/*.json")):
         if f.parent.name == "extras":  # evaluations beyond the paper: see extras_report
             continue
-        res = load_result(f)
-        run.results[(res["task"], res["pooling"])] = res
+        try:
+            res = load_result(f)
+            key = (res["task"], res["pooling"])
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # truncated or foreign JSON
+            raise ValueError(f"{f}: not a readable result file ({type(e).__name__}: {e}); "
+                             "re-run evaluate for this task") from None
+        run.results[key] = res
     if not run.results:
         raise FileNotFoundError(f"{path}: no <task>/<pooling>.json results (run evaluate first)")
     return run
@@ -85,7 +105,19 @@ def _normalise(eval_dirs_or_groups, labels) -> dict[str, list[Path]]:
     return arms
 
 
-# --------------------------------------------------------------------------- tests
+# --------------------------------------------------------------------------- paired tests (fixed networks)
+
+def bootstrap_difference(stat_a, stat_b, n: int, n_boot: int, seed: int, ci: float = 0.95) -> dict:
+    """Paired bootstrap over examples of ``stat_a(idx) - stat_b(idx)`` for two fixed networks
+    (:func:`~predrecon.eval.stats.paired_bootstrap_test`): percentile interval and the empirical
+    two-sided p, ``(1 + #{|d_b - d| >= |d|}) / (B + 1)``, so p is 1 for identical inputs, never
+    0 and never below ``1 / (B + 1)``. Returns ``{diff, diff_low, diff_high, p, p_floor,
+    n_resamples, test, replicates}`` (replicates: the B differences, for equivalence tests)."""
+    t = stats.paired_bootstrap_test(stat_a, stat_b, n, n_boot=n_boot, seed=seed, ci=ci)
+    return {"diff": t.diff, "diff_low": t.low, "diff_high": t.high, "p": t.p_value,
+            "p_floor": 1 / (t.n_resamples + 1) if t.n_resamples else math.nan, "n_resamples": t.n_resamples,
+            "test": f"paired_bootstrap(B={t.n_resamples})", "replicates": t.replicates}
+
 
 def _geometry_stat(run: _Run, res: dict, name: str, n_boot: int, seed: int, cache: dict):
     """stat(idx) for a geometry metric: stored (bias-corrected) replicate when idx is one of
@@ -122,27 +154,6 @@ def _testable(ra: dict, rb: dict, metric: str) -> bool:
             and ra["meta"]["examples_sha1"] == rb["meta"]["examples_sha1"])
 
 
-def _bootstrap_test(sa, sb, n: int, n_boot: int, seed: int) -> dict:
-    """stats.paired_bootstrap_test plus a normal-approximation p from the bootstrap standard
-    error of the difference (not floored at 1 / (n_boot + 1), so it survives Holm over a
-    large table); the empirical bootstrap p is kept as ``p_empirical``."""
-    rec_a: list[float] = []
-    rec_b: list[float] = []
-    t = stats.paired_bootstrap_test(lambda i: rec_a.append(float(sa(i))) or rec_a[-1],
-                                    lambda i: rec_b.append(float(sb(i))) or rec_b[-1], n, n_boot=n_boot, seed=seed)
-    d = np.asarray(rec_a[1:]) - np.asarray(rec_b[1:])
-    d = d[np.isfinite(d)]
-    se = float(d.std(ddof=1)) if d.size >= 2 else math.nan
-    if not math.isfinite(t.diff) or not math.isfinite(se):
-        p = math.nan
-    elif se == 0:
-        p = 1.0 if t.diff == 0 else 0.0
-    else:
-        p = float(2 * sps.norm.sf(abs(t.diff) / se))
-    return {"diff": t.diff, "diff_low": t.low, "diff_high": t.high, "p": p, "p_empirical": t.p_value,
-            "diff_se": se, "test": f"paired_bootstrap_normal(B={n_boot})"}
-
-
 def _paired(run_a: _Run, ra: dict, run_b: _Run, rb: dict, metric: str, *, n_boot: int, n_boot_geometry: int,
             n_perm: int, seed: int) -> dict:
     ea, eb = ra["metrics"][metric], rb["metrics"][metric]
@@ -163,9 +174,12 @@ def _paired(run_a: _Run, ra: dict, run_b: _Run, rb: dict, metric: str, *, n_boot
             return out
         d = a[ok] - b[ok]
         t = stats.paired_permutation_test(a[ok], b[ok], n_perm=n_perm, seed=seed)
-        ci = stats.bootstrap_ci(d, lambda v: v.mean(axis=-1), n_boot=n_boot, seed=seed, vectorized=True) \
-            if np.ptp(d) > 0 else stats.Estimate(float(d.mean()), float(d.mean()), float(d.mean()), 0, "none")
-        out.update(diff=t.diff, diff_low=ci.low, diff_high=ci.high, p=t.p_value, test=t.method)
+        idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))  # (B, n)
+        reps = d[idx].mean(axis=1)
+        lo, hi = np.quantile(reps, [0.025, 0.975])
+        out.update(diff=t.diff, diff_low=float(lo), diff_high=float(hi), p=t.p_value, test=t.method,
+                   p_floor=1 / (t.n_resamples + 1) if t.method.endswith("carlo") else 2 / t.n_resamples,
+                   n_resamples=t.n_resamples, replicates=reps)
         return out
     if spec["type"] == "geometry":
         ga, gb = ra.get("geometry_replicates") or {}, rb.get("geometry_replicates") or {}
@@ -173,28 +187,194 @@ def _paired(run_a: _Run, ra: dict, run_b: _Run, rb: dict, metric: str, *, n_boot
         gseed, gboot = (ga["seed"], ga["n_boot"]) if same else (seed, n_boot_geometry)
         sa = _geometry_stat(run_a, ra, spec["name"], gboot, gseed, {})
         sb = _geometry_stat(run_b, rb, spec["name"], gboot, gseed, {})
-        out.update(_bootstrap_test(sa, sb, n, gboot, gseed))
+        out.update(bootstrap_difference(sa, sb, n, gboot, gseed))
     else:
-        out.update(_bootstrap_test(make_statistic(spec, ra["per_example"]), make_statistic(spec, rb["per_example"]),
-                                   n, n_boot, seed))
+        out.update(bootstrap_difference(make_statistic(spec, ra["per_example"]),
+                                        make_statistic(spec, rb["per_example"]), n, n_boot, seed))
     return out
 
 
-def _seeds(va: list[float], vb: list[float], n_perm: int, seed: int) -> dict:
+# --------------------------------------------------------------------------- seed test (objectives)
+
+def _seeds(va: list[float], vb: list[float]) -> dict:
     va = [v for v in va if math.isfinite(v)]
     vb = [v for v in vb if math.isfinite(v)]
     out = {"value_a": math.nan, "low_a": math.nan, "high_a": math.nan, "value_b": math.nan, "low_b": math.nan,
            "high_b": math.nan, "diff": math.nan, "diff_low": math.nan, "diff_high": math.nan, "p": math.nan,
-           "test": "none", "n_a": len(va), "n_b": len(vb)}
+           "test": "none", "n_a": len(va), "n_b": len(vb), "values_a": va, "values_b": vb}
     if not va or not vb:
         return out
-    c = stats.across_seeds(va, vb, n_perm=n_perm, seed=seed)
-    out.update(value_a=c.a.mean, low_a=c.a.low, high_a=c.a.high, value_b=c.b.mean, low_b=c.b.low,
-               high_b=c.b.high, diff=c.diff, p=c.permutation_p, welch_p=c.welch_p,
-               test="permutation_across_seeds" + ("_exact" if c.permutation_exact else ""))
-    if len(va) >= 2 and len(vb) >= 2 and (np.std(va) > 0 or np.std(vb) > 0):
-        ci = sps.ttest_ind(va, vb, equal_var=False).confidence_interval(0.95)
-        out.update(diff_low=float(ci.low), diff_high=float(ci.high))
+    sa, sb = stats.t_interval(va), stats.t_interval(vb)
+    t = stats.welch_test(va, vb)
+    out.update(value_a=sa.mean, low_a=sa.low, high_a=sa.high, value_b=sb.mean, low_b=sb.low, high_b=sb.high,
+               diff=t.diff, diff_low=t.low, diff_high=t.high, p=t.p_value, test=t.method)
+    return out
+
+
+# --------------------------------------------------------------------------- families, duplicates, floors
+
+def _same(x: np.ndarray, y: np.ndarray) -> bool:
+    if x.shape != y.shape or not np.array_equal(np.isnan(x), np.isnan(y)) or not np.isfinite(x).any():
+        return False
+    ok = ~np.isnan(x)
+    return bool(np.allclose(x[ok], y[ok], rtol=1e-12, atol=1e-15))
+
+
+def _duplicates(results: list[dict], metrics: list[str]) -> dict[str, str]:
+    """``{metric: earlier metric}`` for metrics equal to an earlier one in every run: values, and
+    the stored per-example vectors or geometry replicates that their tests would resample."""
+    def signature(m):
+        parts = [np.array([r["metrics"][m]["value"] for r in results], dtype=np.float64)]
+        for r in results:
+            spec = r["metrics"][m].get("resample") or {}
+            if spec.get("type") == "mean" and spec.get("key") in r["per_example"]:
+                parts.append(np.asarray(r["per_example"][spec["key"]], dtype=np.float64))
+            elif spec.get("type") == "geometry":
+                vals = ((r.get("geometry_replicates") or {}).get("values") or {}).get(spec["name"])
+                if vals is not None:
+                    parts.append(np.array([math.nan if v is None else v for v in vals], dtype=np.float64))
+        return parts
+    sigs, out = {}, {}
+    for m in metrics:
+        s = signature(m)
+        for k, sk in sigs.items():
+            if len(s) == len(sk) and all(_same(x, y) for x, y in zip(s, sk)):
+                out[m] = k
+                break
+        else:
+            sigs[m] = s
+    return out
+
+
+def _floors(results: list[dict], metric: str) -> dict[str, float]:
+    """Mean over runs of each floor of ``metric`` (contract key ``floors``); {} when absent."""
+    acc: dict[str, list[float]] = {}
+    for r in results:
+        for k, v in ((r["metrics"].get(metric) or {}).get("floors") or {}).items():
+            if v is not None and math.isfinite(float(v)):
+                acc.setdefault(k, []).append(float(v))
+    return {k: float(np.mean(v)) for k, v in acc.items()}
+
+
+def _floor_text(floors: dict[str, float]) -> str:
+    if not floors:
+        return "not computed"
+    return " / ".join(f"{FLOOR_NAMES.get(k, k)} {stats.fmt_number(v)}" for k, v in floors.items())
+
+
+def _below(value: float, floor: float, better: str | None) -> bool:
+    return value >= floor if better == "lower" else value <= floor
+
+
+def _verdict(runs: dict, tasks: list[str]) -> dict:
+    """Per task: are all arms' headline probe scores at or below the random-init floor?"""
+    metric, pooling = FLOOR_METRIC
+    per_task, lines = {}, []
+    for task in tasks:
+        res = [r.results.get((task, pooling)) for rs in runs.values() for r in rs]
+        if any(x is None or metric not in x["metrics"] for x in res):
+            per_task[task] = "not computed"
+            lines.append(f"{task}: {metric} ({pooling}) not computed: floors not computed, no floor check.")
+            continue
+        fl = _floors(res, metric).get("random_init")
+        if fl is None:
+            per_task[task] = "floors not computed"
+            lines.append(f"{task}: floors not computed (older results): scores cannot be read against a "
+                         "random-init floor.")
+            continue
+        better = res[0]["metrics"][metric].get("better") or "higher"
+        means = {a: float(np.nanmean([r.results[(task, pooling)]["metrics"][metric]["value"] for r in rs]))
+                 for a, rs in runs.items()}
+        below = [a for a, v in means.items() if _below(v, fl, better)]
+        vals = ", ".join(f"{a} {stats.fmt_number(v)}" for a, v in means.items())
+        if len(below) == len(means):
+            per_task[task] = "below floor"
+            lines.append(f"{task}: {NO_CONCLUSION} ({metric}: {vals}; random-init floor {stats.fmt_number(fl)}).")
+        else:
+            per_task[task] = "above floor"
+            note = f"; at or below it: {', '.join(below)}" if below else ""
+            lines.append(f"{task}: above the random-init floor ({metric}: {vals}; floor {stats.fmt_number(fl)}{note}).")
+    states = set(per_task.values())
+    if states == {"below floor"}:
+        overall = NO_CONCLUSION + "."
+    elif "above floor" not in states:
+        overall = "floors not computed: differences below are not read against a random-init floor."
+    else:
+        overall = "headline rows of tasks above the random-init floor are read as findings (in their family)."
+    return {"per_task": per_task, "lines": lines, "overall": overall}
+
+
+def _adjust(rows: list[dict], alpha: float) -> None:
+    """Holm over the headline family, Benjamini-Hochberg over the whole table; ``significant``
+    = adjusted p < alpha in the row's own family."""
+    for r in rows:
+        r["p_holm"], r["q_bh"] = math.nan, math.nan
+    head = [r for r in rows if r["family"] == "headline" and math.isfinite(r["p"])]
+    for r, pa in zip(head, stats.holm([r["p"] for r in head])):
+        r["p_holm"] = float(pa)
+    tested = [r for r in rows if math.isfinite(r["p"])]
+    for r, q in zip(tested, stats.benjamini_hochberg([r["p"] for r in tested])):
+        r["q_bh"] = float(q)
+    for r in rows:
+        pa = r["p_holm"] if r["family"] == "headline" else r["q_bh"]
+        r["p_adj"] = pa
+        r["significant"] = bool(math.isfinite(pa) and pa < alpha)
+        r["stars"] = stats.significance_label(pa, alpha)
+
+
+def _design(runs: dict, rows: list[dict], mode: str, alpha: float, n_null: int, seed: int) -> dict:
+    """What the tests can say: seed mode -> power and the null false-positive rate of the seed
+    test per compared arm; paired mode -> the fixed-network label and the p floors."""
+    head = [r for r in rows if r["family"] == "headline" and math.isfinite(r["p"])]
+    m = max(len(head), 1)
+    if mode == "paired":
+        stuck = sorted({f"{r['task']} {r['metric']} ({r['test']}, p >= {stats.fmt_number(r['p_floor'])})"
+                        for r in head if r.get("p_floor", 0) >= alpha / m})
+        return {"kind": "fixed networks", "label": FIXED_NETWORKS, "holm_first_threshold": alpha / m,
+                "unresolvable": stuck}
+    ref, out = rows[0]["a"] if rows else next(iter(runs)), {"kind": "seeds", "per_arm": {}}
+    for other in [a for a in runs if a != ref]:
+        hr = [r for r in head if r["b"] == other]
+        cols = [(r["task"], r["pooling"], r["metric"]) for r in hr]
+        va = [[ru.results[(t, p)]["metrics"][mt]["value"] for t, p, mt in cols] for ru in runs[ref]]
+        vb = [[ru.results[(t, p)]["metrics"][mt]["value"] for t, p, mt in cols] for ru in runs[other]]
+        na, nb = len(runs[ref]), len(runs[other])
+        null = stats.seed_null_fpr(np.array(va).reshape(na, -1), np.array(vb).reshape(nb, -1), alpha,
+                                   n_sim=n_null, seed=seed) if cols else None
+        out["per_arm"][other] = {
+            "n_a": na, "n_b": nb, "alpha": alpha, "m": m,
+            "effect_80": stats.detectable_effect(na, nb, alpha),
+            "effect_80_holm": stats.detectable_effect(na, nb, alpha / m),
+            "effect_80_student": stats.detectable_effect(na, nb, alpha, method="student") if na > 1 < nb else math.nan,
+            "synthetic_null_fpr": stats.welch_power(0.0, na, nb, alpha) if na > 1 < nb else math.nan,
+            "null": None if null is None else {"per_test": null.per_test, "familywise": null.familywise,
+                                               "n_sim": null.n_sim, "n_metrics": null.n_metrics,
+                                               "exact": null.exact, "method": null.method}}
+    return out
+
+
+def _equivalence(rows: list[dict], reps: dict, mode: str, alpha: float) -> list[dict]:
+    """TOST of ``|diff| < EQUIV_MARGIN`` for the 'equal probe score' rows, Holm over them."""
+    out = []
+    for r in rows:
+        if r["family"] != "headline" or r["metric"] != FLOOR_METRIC[0] or not math.isfinite(r["p"]):
+            continue
+        if mode == "seeds":
+            p = stats.welch_tost(r["values_a"], r["values_b"], EQUIV_MARGIN)
+            t90 = stats.welch_test(r["values_a"], r["values_b"], ci=0.90)
+            lo, hi = t90.low, t90.high
+        else:
+            rep = reps.get(id(r))
+            p = stats.bootstrap_tost(rep, EQUIV_MARGIN) if rep is not None else math.nan
+            lo, hi = np.nanquantile(rep, [0.05, 0.95]) if rep is not None else (math.nan, math.nan)
+        out.append({"task": r["task"], "a": r["a"], "b": r["b"], "diff": r["diff"], "low90": float(lo),
+                    "high90": float(hi), "margin": EQUIV_MARGIN, "p_tost": p})
+    ok = [e for e in out if math.isfinite(e["p_tost"])]
+    for e, pa in zip(ok, stats.holm([e["p_tost"] for e in ok])):
+        e["p_tost_holm"] = float(pa)
+    for e in out:
+        e.setdefault("p_tost_holm", math.nan)
+        e["equivalent"] = bool(math.isfinite(e["p_tost_holm"]) and e["p_tost_holm"] < alpha)
     return out
 
 
@@ -202,13 +382,16 @@ def _seeds(va: list[float], vb: list[float], n_perm: int, seed: int) -> dict:
 
 def compare(eval_dirs_or_groups: Sequence[str | Path] | Mapping[str, str | Path | Sequence[str | Path]],
             out_dir: str | Path, *, labels: Sequence[str] | None = None, n_boot: int = 1000,
-            n_boot_geometry: int = 100, n_perm: int = 10_000, seed: int = 0, alpha: float = 0.05) -> dict:
+            n_boot_geometry: int = 100, n_perm: int = 10_000, seed: int = 0, alpha: float = 0.05,
+            n_null: int = 2000) -> dict:
     """Compare two or more evaluated encoders and write ``comparison.json``, ``report.md`` and
     ``report.html`` to ``out_dir``.
 
     ``eval_dirs_or_groups``: a list of eval dirs (one arm each, names from ``labels`` or the
     folder names) or a mapping ``arm -> dir | [dirs]`` (several dirs = seeds of one arm). The
-    first arm is the reference: ``diff = first - other``. Returns the comparison dict.
+    first arm is the reference: ``diff = first - other``. ``n_null``: null designs for the
+    false-positive rate of the seed test. Returns the comparison dict (rows carry ``family``
+    'headline' with ``p_holm``, and ``q_bh`` over the whole table).
     """
     arms = _normalise(eval_dirs_or_groups, labels)
     runs = {a: [_load_run(p) for p in dirs] for a, dirs in arms.items()}
@@ -222,59 +405,68 @@ def compare(eval_dirs_or_groups: Sequence[str | Path] | Mapping[str, str | Path 
         notes.append("WARNING: faithful and improved evaluations are mixed; differences include the protocol.")
     names = list(runs)
     ref = names[0]
-    if mode == "paired":  # permutation p-values must be able to pass Holm over the whole table
-        m = sum(_testable(runs[ref][0].results[k], runs[o][0].results[k], met)
-                for o in names[1:] for k in keys for met in runs[ref][0].results[k]["metrics"]
-                if met in runs[o][0].results[k]["metrics"])
-        n_perm = max(n_perm, math.ceil(2 * m / alpha))
-    rows = []
+    head_keys = {(m, p) for _, m, p, _ in HEADLINE}
+    if mode == "paired":  # permutation p-values must be able to pass Holm over the headline family
+        m = sum((met, k[1]) in head_keys for k in keys for met in runs[ref][0].results[k]["metrics"])
+        n_perm = max(n_perm, math.ceil(2 * max(m, 1) * (len(names) - 1) / alpha))
+    rows, reps = [], {}
     for other in names[1:]:
         for task, pooling in sorted(keys):
             ra_all = [r.results[(task, pooling)] for r in runs[ref]]
             rb_all = [r.results[(task, pooling)] for r in runs[other]]
-            metrics = [m for m in ra_all[0]["metrics"]
-                       if all(m in r["metrics"] for r in ra_all + rb_all)]
+            metrics = [m for m in ra_all[0]["metrics"] if all(m in r["metrics"] for r in ra_all + rb_all)]
+            metrics.sort(key=lambda m: (m, pooling) not in head_keys)  # a headline metric is kept over its twin
+            dups = _duplicates(ra_all + rb_all, metrics)
             for metric in metrics:
-                if mode == "paired":
+                entry = ra_all[0]["metrics"][metric]
+                if metric in dups:
+                    row = _seeds([r["metrics"][metric]["value"] for r in ra_all],
+                                 [r["metrics"][metric]["value"] for r in rb_all])
+                    if mode == "paired":
+                        eb = rb_all[0]["metrics"][metric]
+                        row.update(low_a=entry["low"], high_a=entry["high"], low_b=eb["low"], high_b=eb["high"])
+                    row.update(p=math.nan, diff_low=math.nan, diff_high=math.nan,
+                               test=f"none (duplicate of {dups[metric]})")
+                elif mode == "paired":
                     row = _paired(runs[ref][0], ra_all[0], runs[other][0], rb_all[0], metric, n_boot=n_boot,
                                   n_boot_geometry=n_boot_geometry, n_perm=n_perm, seed=seed)
                 else:
                     row = _seeds([r["metrics"][metric]["value"] for r in ra_all],
-                                 [r["metrics"][metric]["value"] for r in rb_all], n_perm, seed)
-                rows.append({"a": ref, "b": other, "task": task, "pooling": pooling, "metric": metric,
-                             "status_a": ra_all[0]["pooling_status"], "status_b": rb_all[0]["pooling_status"],
-                             **row})
-    ps = np.array([r["p"] for r in rows], dtype=np.float64)
-    finite = np.isfinite(ps)
-    adj = np.full(ps.shape, math.nan)
-    if finite.any():
-        adj[finite] = stats.holm(ps[finite])
-    for r, pa in zip(rows, adj):
-        r["p_holm"] = float(pa)
-        r["significant"] = bool(math.isfinite(pa) and pa < alpha)
-        r["label"] = stats.significance_label(float(pa), alpha) if math.isfinite(pa) else "n/a"
+                                 [r["metrics"][metric]["value"] for r in rb_all])
+                r = {"a": ref, "b": other, "task": task, "pooling": pooling, "metric": metric,
+                     "label": entry.get("label") or metric, "better": entry.get("better"),
+                     "faithful_replica": bool(entry.get("faithful_replica")), "floors": _floors(ra_all + rb_all, metric),
+                     "family": "headline" if (metric, pooling) in head_keys else "exploratory",
+                     "status_a": ra_all[0]["pooling_status"], "status_b": rb_all[0]["pooling_status"], **row}
+                reps[id(r)] = r.pop("replicates", None)
+                rows.append(r)
+    _adjust(rows, alpha)
+    verdict = _verdict(runs, sorted({k[0] for k in keys}))
+    design = _design(runs, rows, mode, alpha, n_null, seed)
+    equivalence = _equivalence(rows, reps, mode, alpha)
     task_notes = {}
     for rs in runs.values():
         for r in rs:
             for (task, pooling), res in r.results.items():
-                if (task, pooling) not in keys:
-                    continue
-                task_notes.setdefault(task, [])
-                for nt in res["notes"]:
-                    if nt not in task_notes[task]:
-                        task_notes[task].append(nt)
+                if (task, pooling) in keys:
+                    task_notes.setdefault(task, [])
+                    task_notes[task] += [nt for nt in res["notes"] if nt not in task_notes[task]]
+    for r in rows:
+        r.pop("values_a", None), r.pop("values_b", None)
     comparison = {
-        "mode": mode, "reference": ref, "alpha": alpha, "n_tests": int(finite.sum()), "n_perm": n_perm,
+        "mode": mode, "reference": ref, "alpha": alpha, "n_perm": n_perm,
+        "n_tests": sum(math.isfinite(r["p"]) for r in rows),
+        "n_headline_tests": sum(r["family"] == "headline" and math.isfinite(r["p"]) for r in rows),
         "arms": {a: {"dirs": [str(r.path) for r in rs],
                      "encoders": sorted({res["meta"]["encoder"] for r in rs for res in r.results.values()}),
                      "faithful": sorted({res["meta"]["faithful"] for r in rs for res in r.results.values()})}
                  for a, rs in runs.items()},
         "tasks": sorted({k[0] for k in keys}), "poolings": sorted({k[1] for k in keys}),
+        "design": design, "verdict": verdict, "equivalence": equivalence,
         "notes": notes, "task_notes": task_notes, "rows": rows,
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.json").write_text(json.dumps(_jsonable(comparison), indent=1))
     from .plots import make_figures
 
     figures = make_figures(runs, comparison, out / "figures")
@@ -284,147 +476,206 @@ def compare(eval_dirs_or_groups: Sequence[str | Path] | Mapping[str, str | Path 
 
         extras = compare_extras(arms, n_boot=n_boot, n_perm=n_perm, seed=seed, alpha=alpha)
         comparison["extras"] = {k: v for k, v in extras.items() if k != "figures"}
-        (out / "comparison.json").write_text(json.dumps(_jsonable(comparison), indent=1))
-    _write_markdown(comparison, figures, out / "report.md", extras)
-    _write_html(comparison, figures, out / "report.html", extras)
+    (out / "comparison.json").write_text(json.dumps(_jsonable(comparison), indent=1))
+    blocks = _blocks(comparison, figures, extras)
+    (out / "report.md").write_text(_markdown(blocks))
+    (out / "report.html").write_text(_html(blocks))
     return comparison
 
 
-# --------------------------------------------------------------------------- rendering
+# --------------------------------------------------------------------------- rendering (Markdown and HTML)
 
-def _extras_html(extras: dict) -> str:
-    """The beyond-the-paper section: tables (significant rows shaded) and embedded figures."""
-    from .extras_report import extras_tables
-
-    e = html.escape
-    out = ["<h2>Beyond the paper: few-shot, robustness, cross-lingual, similarity</h2>",
-           "<p>Holm-corrected as their own family of tests (separate from the paper's table).</p>"]
-    for t in extras_tables(extras):
-        out.append(f"<h3>{e(t['title'])}</h3><table><thead><tr>"
-                   + "".join(f"<th>{e(str(c))}</th>" for c in t["columns"]) + "</tr></thead><tbody>")
-        for row in t["rows"]:
-            cls = ' class="sig"' if any(str(c).startswith("significant") for c in row) else ""
-            out.append(f"<tr{cls}>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>")
-        out.append("</tbody></table>")
-    for f in extras.get("figures", []):
-        out.append(f"<h3>{e(f['title'])}</h3><img alt='{e(f['title'])}' src='data:image/png;base64,{f['png_base64']}'>")
-    return "\n".join(out)
+def _metric_cell(r: dict) -> str:
+    s = r["metric"] + (f" ({r['label']})" if r["label"] != r["metric"] else "")
+    return s + (" [faithful replica]" if r["faithful_replica"] else "")
 
 
-def _fmt(v, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, float) and v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
-        return f"{v:.2e}"
-    return f"{v:.{digits}f}"
+def _result(r: dict, comp: dict, adj_key: str) -> str:
+    pa = r[adj_key]
+    if not math.isfinite(pa):
+        return "n/a"
+    if r["family"] == "headline" and adj_key == "p_holm" and comp["verdict"]["per_task"].get(r["task"]) == "below floor":
+        return "no conclusion (at/below random-init floor)"
+    if pa < comp["alpha"]:
+        tail = (" (FDR)" if adj_key == "q_bh" else "") + (" (fixed networks)" if comp["mode"] == "paired" else "")
+        return f"significant {stats.significance_label(pa, comp['alpha'])}{tail}: {r['a']} {'>' if r['diff'] > 0 else '<'} {r['b']}"
+    return "n.s."
 
 
-def _ci(v, lo, hi) -> str:
-    s = _fmt(v)
-    if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
-        s += f" [{_fmt(lo)}, {_fmt(hi)}]"
-    return s
+def _row_cells(r: dict, comp: dict, adj_key: str) -> list[str]:
+    f = stats.fmt_number
+    return [stats.fmt_interval(r["value_a"], r["low_a"], r["high_a"]),
+            f"{r['b']}: " + stats.fmt_interval(r["value_b"], r["low_b"], r["high_b"]), _floor_text(r["floors"]),
+            stats.fmt_interval(r["diff"], r["diff_low"], r["diff_high"]), r["test"], f(r["p"], 4), f(r[adj_key], 4),
+            _result(r, comp, adj_key)]
 
 
-def _table_rows(comp: dict, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    head = ["task", "pooling", "metric", comp["reference"], "other", "diff [95% CI]", "p", "p (Holm)", "result"]
-    body = []
-    for r in rows:
-        body.append([r["task"], f"{r['pooling']} ({r['status_a']})", r["metric"],
-                     _ci(r["value_a"], r["low_a"], r["high_a"]), f"{r['b']}: " + _ci(r["value_b"], r["low_b"], r["high_b"]),
-                     _ci(r["diff"], r["diff_low"], r["diff_high"]), _fmt(r["p"], 4), _fmt(r["p_holm"], 4),
-                     ("significant " + r["label"]) if r["significant"] else ("n.s." if r["label"] != "n/a" else "n/a")])
-    return head, body
+def _headline_table(comp: dict) -> tuple[list[str], list[list[str]], list[bool]]:
+    idx = {(r["b"], r["task"], r["metric"], r["pooling"]): r for r in comp["rows"]}
+    head = ["task", "claim (hybrid vs MLM)", "metric (pooling)", comp["reference"], "other",
+            "floors (maj / len / rand)", "diff [95% CI]", "test", "p", "p (Holm)", "result"]
+    body, sig = [], []
+    for other in [a for a in comp["arms"] if a != comp["reference"]]:
+        for task in comp["tasks"]:
+            for claim, metric, pooling, sign in HEADLINE:
+                r = idx.get((other, task, metric, pooling))
+                lead = [task, f"{claim} ({sign})", f"{metric} ({pooling})"]
+                if r is None:
+                    body.append(lead + ["not computed", other] + ["–"] * 6)
+                    sig.append(False)
+                    continue
+                body.append(lead + _row_cells(r, comp, "p_holm"))
+                sig.append(r["significant"] and comp["verdict"]["per_task"].get(task) != "below floor")
+    return head, body, sig
 
 
-def _headline(comp: dict) -> list[dict]:
-    rows = comp["rows"]
-    pick = [r for r in rows if r["metric"] in KEY_METRICS and (r["pooling"] == "mean" or (
-        r["pooling"] == "max" and r["metric"] == "geometry.effective_rank"))]
-    return sorted(pick, key=lambda r: (r["b"], r["task"], KEY_METRICS.index(r["metric"]), r["pooling"]))
+def _design_lines(comp: dict) -> list[str]:
+    d, f = comp["design"], stats.fmt_number
+    if d["kind"] == "fixed networks":
+        out = [f"One run per arm: {FIXED_NETWORKS}. Tests are paired over the examples of one evaluation of "
+               "each network; a difference here may be a seed's, not an objective's. Null false-positive rate: "
+               "not applicable (no seed replication); the paired tests' calibration on a synthetic null is "
+               "tested in tests/test_calibration.py."]
+        if d["unresolvable"]:
+            out.append(f"These headline tests cannot reach the first Holm threshold {f(d['holm_first_threshold'], 4)} "
+                       "at their resampling size (raise n_boot / n_boot_geometry): " + "; ".join(d["unresolvable"]))
+        return out
+    out = []
+    for other, x in d["per_arm"].items():
+        null = x["null"]
+        nl = ("no headline metric to simulate" if null is None or not null["n_metrics"] else
+              f"per test {f(null['per_test'])}, family-wise (Holm over {null['n_metrics']} headline metrics) "
+              f"{f(null['familywise'])}, from {null['n_sim']} {'(all) ' if null['exact'] else ''}null designs of "
+              f"{null['method']}")
+        out.append(f"**Null false-positive rate** ({comp['reference']} vs {other}, {x['n_a']} vs {x['n_b']} seeds, "
+                   f"α = {x['alpha']}): {nl}; synthetic normal null at this design: {f(x['synthetic_null_fpr'])}.")
+        out.append(f"**Power**: with {x['n_a']} vs {x['n_b']} seeds Welch's test detects a difference of "
+                   f"{f(x['effect_80'], 2)} seed-SDs with 80 % power at α = {x['alpha']} (Student closed form: "
+                   f"{f(x['effect_80_student'], 2)}), and {f(x['effect_80_holm'], 2)} seed-SDs at the first Holm "
+                   f"threshold α/{x['m']}. Smaller effects are not ruled out by an n.s. row.")
+    return out
 
 
 def _method_notes(comp: dict) -> list[str]:
-    notes = [f"Differences are {comp['reference']} minus the other arm. p-values are Holm-adjusted over all "
-             f"{comp['n_tests']} tests of this report; 'significant' only where the adjusted p < {comp['alpha']}."]
+    a = comp["alpha"]
+    notes = [f"Differences are {comp['reference']} minus the other arm. Headline family: the paper's claims "
+             f"({'; '.join(f'{c}: {m} @ {p}' for c, m, p, _ in HEADLINE)}), one test per task and compared arm, "
+             f"Holm-corrected over {comp['n_headline_tests']} tests (p (Holm) < {a}). All results: exploratory, "
+             f"Benjamini-Hochberg FDR over all {comp['n_tests']} tests (q (BH) < {a}). Exact duplicate metrics "
+             "(equal values and resampled data in every run) are not tested.",
+             f"'Equal probe score' is tested two-sided (in the family) and for equivalence (TOST, margin ±{EQUIV_MARGIN} "
+             "on the task's GLUE metric, Holm over tasks).",
+             "No p-value is 0: resampling p-values are (1 + #extreme) / (B + 1), never below 1 / (B + 1); "
+             f"parametric ones are floored at {stats.P_MIN_PARAMETRIC:g}.",
+             "Floors (contract key 'floors'): maj = majority class, len = length-only probe, rand = same-shape "
+             "random-init encoder; 'not computed' for older results."]
     if comp["mode"] == "paired":
-        notes.append(f"Paired design (same examples): per-example correctness -> sign-flip permutation test "
-                     f"({comp['n_perm']} sign vectors, enough for Holm over this table); Spearman / balance / "
-                     "geometry -> paired bootstrap over examples, p from the bootstrap standard error of the "
-                     "difference (normal approximation; the empirical bootstrap p is in comparison.json as "
-                     "p_empirical). Geometry intervals are bias-corrected bootstrap percentiles (approximate: "
-                     "duplicated rows in resamples bias pairwise and rank metrics).")
+        notes.append(f"Paired design ({FIXED_NETWORKS}): per-example scores -> sign-flip permutation test "
+                     f"({comp['n_perm']} sign vectors); other metrics -> paired bootstrap over examples with the "
+                     "empirical p; geometry from the runner's stored replicates (bias-corrected percentiles, "
+                     "approximate: duplicated rows bias pairwise and rank metrics).")
     else:
-        sizes = [len(a["dirs"]) for a in comp["arms"].values()]
-        n_a, n_b = sizes[0], min(sizes[1:])
-        floor = 1.0 / math.comb(n_a + n_b, n_a)
-        notes.append("Across seeds: arm means with Student-t intervals, Welch interval of the difference, "
-                     f"permutation p-value across seeds ({n_a} vs {n_b} seeds: two-sided p cannot go below "
-                     f"{2 * floor:.3g}, so nothing can reach significance below that).")
+        notes.append("Across seeds (claims about objectives): arm means with Student-t 95 % intervals; Welch's "
+                     "t-test of the difference with its 95 % interval (exact permutation p when no arm varies).")
     notes.append("Bag-of-words probe scores have no interval (the probe returns aggregates only).")
     return notes
 
 
-def _write_markdown(comp: dict, figures: dict[str, Path], path: Path, extras: dict | None = None) -> None:
-    L = ["# Encoder comparison", "", "## Inputs", ""]
-    for a, info in comp["arms"].items():
-        L.append(f"- **{a}**: {', '.join(info['encoders'])} (faithful={info['faithful']}); dirs: "
-                 + ", ".join(f"`{d}`" for d in info["dirs"]))
-    L += ["", f"Mode: {comp['mode']}; reference arm: {comp['reference']}; tasks: {', '.join(comp['tasks'])}; "
-          f"poolings: {', '.join(comp['poolings'])}.", "", "## Method", ""]
-    L += [f"- {n}" for n in _method_notes(comp) + comp["notes"]]
-    L += ["", "## Task notes", ""]
-    for t, ns in comp["task_notes"].items():
-        L += [f"- **{t}**: " + " ".join(ns)]
-    for title, rows in (("## Headline (mean pooling; effective rank also under max pooling)", _headline(comp)),
-                        ("## All results", comp["rows"])):
-        head, body = _table_rows(comp, rows)
-        L += ["", title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        L += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
-    L += ["", "## Figures", ""]
-    for name, fp in figures.items():
-        L += [f"### {name}", "", f"![{name}](figures/{fp.name})", ""]
+def _equivalence_table(comp: dict) -> tuple[list[str], list[list[str]], list[bool]]:
+    f = stats.fmt_number
+    head = ["task", "compared", "diff [90% CI]", "margin", "p (TOST)", "p (Holm)", "result"]
+    body = [[e["task"], f"{e['a']} - {e['b']}", stats.fmt_interval(e["diff"], e["low90"], e["high90"]),
+             f"±{e['margin']}", f(e["p_tost"], 4), f(e["p_tost_holm"], 4),
+             f"equivalent within ±{e['margin']}" if e["equivalent"] else "not shown equivalent"]
+            for e in comp["equivalence"]]
+    return head, body, [e["equivalent"] for e in comp["equivalence"]]
+
+
+def _blocks(comp: dict, figures: dict[str, Path], extras: dict | None) -> list[tuple]:
+    ref = comp["reference"]
+    full_head = ["task", "pooling", "metric", ref, "other", "floors (maj / len / rand)", "diff [95% CI]", "test",
+                 "p", "q (BH)", "result"]
+    full = [([r["task"], f"{r['pooling']} ({r['status_a']})", _metric_cell(r)] + _row_cells(r, comp, "q_bh"),
+             math.isfinite(r["q_bh"]) and r["q_bh"] < comp["alpha"]) for r in comp["rows"]]
+    fixed = comp["mode"] == "paired"
+    b: list[tuple] = [("h", 1, "Encoder comparison"), ("h", 2, "Inputs"), ("ul", [
+        f"**{a}**: {', '.join(i['encoders'])} (faithful={i['faithful']}); dirs: " + ", ".join(f"`{d}`" for d in i["dirs"])
+        for a, i in comp["arms"].items()]),
+        ("p", f"Mode: {comp['mode']} ({FIXED_NETWORKS if fixed else 'claims about objectives rest on seeds'}); "
+              f"reference arm: {ref}; tasks: {', '.join(comp['tasks'])}; poolings: {', '.join(comp['poolings'])}."),
+        ("h", 2, "Verdict"), ("p", comp["verdict"]["overall"]), ("ul", comp["verdict"]["lines"]),
+        ("h", 2, "Headline (pre-registered family, Holm)" + (f" — {FIXED_NETWORKS}" if fixed else "")),
+        ("table", *_headline_table(comp)), ("ul", _design_lines(comp))]
+    if comp["equivalence"]:
+        b += [("h", 3, "Equal probe score: equivalence (TOST)"), ("table", *_equivalence_table(comp))]
+    b += [("h", 2, "Method"), ("ul", _method_notes(comp) + comp["notes"]), ("h", 2, "Task notes"),
+          ("ul", [f"**{t}**: " + " ".join(ns) for t, ns in comp["task_notes"].items()]),
+          ("h", 2, "All results (exploratory: Benjamini-Hochberg FDR" + (f"; {FIXED_NETWORKS})" if fixed else ")")),
+          ("table", full_head, [c for c, _ in full], [s for _, s in full]), ("h", 2, "Figures"), ("figs", figures)]
     if extras is not None:
-        from .extras_report import extras_markdown
-
-        L += [extras_markdown(extras, figures=True), "",
-              "_These tests are Holm-corrected as their own family, separate from the paper's table above._"]
-    path.write_text("\n".join(L) + "\n")
+        b.append(("extras", extras))
+    return b
 
 
-def _write_html(comp: dict, figures: dict[str, Path], path: Path, extras: dict | None = None) -> None:
+def _markdown(blocks: list[tuple]) -> str:
+    L: list[str] = []
+    for blk in blocks:
+        kind = blk[0]
+        if kind == "h":
+            L += ["#" * blk[1] + " " + blk[2], ""]
+        elif kind == "p":
+            L += [blk[1], ""]
+        elif kind == "ul":
+            L += [f"- {x}" for x in blk[1]] + [""]
+        elif kind == "table":
+            head, body = blk[1], blk[2]
+            L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            L += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in body] + [""]
+        elif kind == "figs":
+            for name, fp in blk[1].items():
+                L += [f"### {name}", "", f"![{name}](figures/{fp.name})", ""]
+        elif kind == "extras":
+            from .extras_report import extras_markdown
+
+            L += [extras_markdown(blk[1], figures=True), ""]
+    return "\n".join(L) + "\n"
+
+
+def _html(blocks: list[tuple]) -> str:
     e = html.escape
 
-    def table(rows):
-        head, body = _table_rows(comp, rows)
-        out = ["<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>"]
-        for r, row in zip(rows, body):
-            cls = ' class="sig"' if r["significant"] else ""
-            out.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-        return "\n".join(out + ["</tbody></table>"])
+    def inline(s: str) -> str:  # **bold** and `code` of the Markdown text
+        parts = e(s).split("**")
+        s = "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+        parts = s.split("`")
+        return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Encoder comparison</title><style>",
-             "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "tr.sig{background:#e6f4e6}img{max-width:100%}</style></head><body>",
-             "<h1>Encoder comparison</h1><h2>Inputs</h2><ul>"]
-    for a, info in comp["arms"].items():
-        parts.append(f"<li><b>{e(a)}</b>: {e(', '.join(info['encoders']))} (faithful={e(str(info['faithful']))}); "
-                     f"dirs: {e(', '.join(info['dirs']))}</li>")
-    parts.append(f"</ul><p>Mode: {e(comp['mode'])}; reference arm: {e(comp['reference'])}; tasks: "
-                 f"{e(', '.join(comp['tasks']))}; poolings: {e(', '.join(comp['poolings']))}.</p><h2>Method</h2><ul>")
-    parts += [f"<li>{e(n)}</li>" for n in _method_notes(comp) + comp["notes"]]
-    parts.append("</ul><h2>Task notes</h2><ul>")
-    parts += [f"<li><b>{e(t)}</b>: {e(' '.join(ns))}</li>" for t, ns in comp["task_notes"].items()]
-    parts.append("</ul><h2>Headline (mean pooling; effective rank also under max pooling)</h2>")
-    parts.append(table(_headline(comp)))
-    parts.append("<h2>Figures</h2>")
-    for name, fp in figures.items():
-        b64 = base64.b64encode(fp.read_bytes()).decode("ascii")
-        parts.append(f"<h3>{e(name)}</h3><img alt='{e(name)}' src='data:image/png;base64,{b64}'>")
-    if extras is not None:
-        parts.append(_extras_html(extras))
-    parts.append("<h2>All results</h2>")
-    parts.append(table(comp["rows"]))
-    parts.append("</body></html>")
-    path.write_text("\n".join(parts))
+    out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Encoder comparison</title><style>",
+           "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+           "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+           "tr.sig{background:#e6f4e6}img{max-width:100%}</style></head><body>"]
+    for blk in blocks:
+        kind = blk[0]
+        if kind == "h":
+            out.append(f"<h{blk[1]}>{e(blk[2])}</h{blk[1]}>")
+        elif kind == "p":
+            out.append(f"<p>{inline(blk[1])}</p>")
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{inline(x)}</li>" for x in blk[1]) + "</ul>")
+        elif kind == "table":
+            head, body, sig = blk[1], blk[2], blk[3]
+            out.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>")
+            for row, s in zip(body, sig):
+                cls = ' class="sig"' if s else ""
+                out.append(f"<tr{cls}>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>")
+            out.append("</tbody></table>")
+        elif kind == "figs":
+            for name, fp in blk[1].items():
+                b64 = base64.b64encode(fp.read_bytes()).decode("ascii")
+                out.append(f"<h3>{e(name)}</h3><img alt='{e(name)}' src='data:image/png;base64,{b64}'>")
+        elif kind == "extras":
+            from .extras_report import extras_html
+
+            out.append(extras_html(blk[1]))
+    out.append("</body></html>")
+    return "\n".join(out)
