@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--preset", default="tiny", help="debug | tiny | paper | base")
     x.add_argument("--arms", default="hybrid,mlm",
                    help="comma-separated: hybrid[:BALANCER], mlm, jepa, mlm-flops (MLM with the hybrid's FLOPs)")
-    x.add_argument("--seeds", type=int, default=3, help="seeds per arm")
+    x.add_argument("--seeds", type=int, default=5, help="seeds per arm (docs/statistics.md: power)")
     x.add_argument("--out", required=True)
     x.add_argument("--data", help="existing dataset dir (default: build OUT/data from --source)")
     x.add_argument("--source", default="wiki-leads?exclude=eval",

@@ -95,7 +95,7 @@ def arm_config(base: RunConfig, arm: Arm, seed: int, data: str) -> RunConfig:
     return cfg
 
 
-def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm", seeds: int = 3,
+def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm", seeds: int = 5,
                    out: str | Path = "runs/exp", data: str | None = None, source: str = "wiki-leads?exclude=eval",
                    tasks: list[str] | None = None, poolings: list[str] | None = None,
                    overrides: list[str] | None = None, faithful: bool = False, glue_dir: str | None = None,
