@@ -12,7 +12,8 @@ for a full disk) and runs ``python -m predrecon.cli`` on it. The outcome is clas
                  names the file or key and no traceback;
 * ``unclear``    refused without naming the file/key, died on a signal, or accepted a bad value
                  silently (rc 0 where a refusal is due);
-* ``traceback``  a Python traceback reached the user;
+* ``traceback``  a Python traceback reached the user, or an unhandled exception type was reported
+                 as an internal error;
 * ``loss``       data was lost or silently corrupted (deleted files, a corrupt input trained or
                  evaluated without complaint, a resumed run that differs from the uninterrupted one);
 * ``code``       a crafted pickle executed code (it creates a marker file).
@@ -43,6 +44,7 @@ from pathlib import Path
 
 VERDICTS = ("ok", "unclear", "traceback", "loss", "code")
 TRACEBACK = "Traceback (most recent call last)"
+INTERNAL = "predrecon: internal error"
 WORDS = ("the river city north ancient music church language history king war science water light energy "
          "theory island mountain painting novel century empire trade school village bridge garden").split()
 DEBUG = ["train.progress=false", "train.diag_every=0"]
@@ -81,8 +83,14 @@ class Outcome:
     seconds: float = 0.0
 
 
+def _crashed(r: Result) -> bool:
+    return TRACEBACK in r.err or INTERNAL in r.err
+
+
 def judge_refusal(r: Result, *tokens: str) -> tuple[str, str]:
     """A refusal is due: ok iff rc != 0, no traceback and the message names one of ``tokens``."""
+    if INTERNAL in r.err:  # an unhandled exception reported in one line is still a bug
+        return "traceback", r.err[r.err.rfind(INTERNAL):].splitlines()[0][:160]
     if TRACEBACK in r.err:
         tb = r.err[r.err.rfind(TRACEBACK):].replace("\r", "\n")
         last = [ln for ln in tb.splitlines() if ln.strip() and not ln.startswith((" ", "\t"))][-1:] or [""]
@@ -99,7 +107,7 @@ def judge_refusal(r: Result, *tokens: str) -> tuple[str, str]:
 
 def judge_success_or_refusal(r: Result, *tokens: str) -> tuple[str, str]:
     """Either working (rc 0) or a clear refusal is acceptable."""
-    if r.rc == 0 and TRACEBACK not in r.err:
+    if r.rc == 0 and TRACEBACK not in r.err and INTERNAL not in r.err:
         return "ok", "worked"
     return judge_refusal(r, *tokens)
 
@@ -653,8 +661,8 @@ def _concurrent_train(s: Suite):
     b = s.popen(*args)
     ra, rb = (_finish(p, s.timeout) for p in (a, b))
     rcs = sorted((ra.rc, rb.rc))
-    if any(TRACEBACK in r.err for r in (ra, rb)):
-        return "traceback", next(r.message for r in (ra, rb) if TRACEBACK in r.err)
+    if any(_crashed(r) for r in (ra, rb)):
+        return judge_refusal(next(r for r in (ra, rb) if _crashed(r)))
     if rcs == [0, 0]:
         return "loss", "both writers ran to the end on one directory"
     if rcs[0] != 0:
@@ -672,8 +680,8 @@ def _concurrent_resume(s: Suite):
     ra, rb = (_finish(p, s.timeout) for p in (a, b))
     steps = [x["step"] for x in _log_records(run) if "event" not in x]
     dup = len(steps) - len(set(steps))
-    if any(TRACEBACK in r.err for r in (ra, rb)):
-        return "traceback", next(r.message for r in (ra, rb) if TRACEBACK in r.err)
+    if any(_crashed(r) for r in (ra, rb)):
+        return judge_refusal(next(r for r in (ra, rb) if _crashed(r)))
     if (ra.rc, rb.rc) == (0, 0) or dup:
         return "loss", f"both resumed (rc {ra.rc}, {rb.rc}); {dup} duplicate step records"
     loser = ra if ra.rc != 0 else rb
@@ -755,7 +763,7 @@ def _eval_mixing(s: Suite):
 def _glue_dir(s: Suite):
     d = s.fresh("gluedir")
     r = s.eval(s.export(), d / "ev", env_glue=False)
-    if TRACEBACK in r.err:
+    if _crashed(r):
         return judge_refusal(r)
     if r.rc != 0:
         return "unclear", f"--glue-dir ignored: {r.message}"
@@ -806,8 +814,8 @@ def kill_trials(s: Suite, n: int, seed: int = 0) -> list[Outcome]:
             when += " (finished before the kill)"
         r = s.train(s.data(), run, *steps, "--resume", "auto")
         name = f"sigkill_{'save' if in_save else 'random'}_{i}"
-        if TRACEBACK in r.err:
-            out.append(Outcome(name, "sigkill", "data safety", "traceback", f"{when}: {r.message}"))
+        if _crashed(r):
+            out.append(Outcome(name, "sigkill", "data safety", "traceback", f"{when}: {judge_refusal(r)[1]}"))
         elif r.rc != 0:
             out.append(Outcome(name, "sigkill", "data safety", "unclear", f"{when}: resume rc {r.rc}: {r.message}"))
         else:

@@ -15,7 +15,9 @@ Run ``predrecon <command> --help`` for each command's options.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +40,47 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="config overrides, e.g. optim.lr=1e-3 jepa.num_targets=4 data.mode=document")
 
 
+DEBUG_ENV = "PREDRECON_DEBUG"  # set to 1 to see the traceback of any error (like --debug)
+
+
+def _out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """An output directory argument: refused (naming it) when it exists and is not a directory."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {p}: exists and is not a directory")
+    return p
+
+
+# config keys that decide which tensors a checkpoint holds: resuming with another value cannot work
+_STATE_KEYS = (("objective", "kind"), ("objective", "balancer"), ("objective", "student_path"),
+               ("mlm", "tie_decoder"), ("jepa", "predictor_dim"), ("jepa", "predictor_depth"),
+               ("jepa", "predictor_heads"), ("jepa", "target_layers"))
+
+
+def check_resume_compatible(cfg: RunConfig, out: str | Path, resume: str) -> None:
+    """Refuse ``--resume`` into a checkpoint trained with another objective (or another predictor),
+    naming the run and both values, instead of failing on the state dict's keys."""
+    from .train.checkpoint import list_checkpoints
+
+    if resume == "none":
+        return
+    ckpts = list_checkpoints(out) if resume == "auto" else [Path(resume)]
+    if not ckpts:
+        return
+    try:
+        saved = json.loads((ckpts[-1] / "state.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # unreadable: the loader reports it (or skips the checkpoint) with its own message
+    now = cfg.to_dict()
+    for sec, key in _STATE_KEYS:
+        a, b = (saved.get(sec) or {}).get(key), now[sec].get(key)
+        if a is None or a == b or (sec == "jepa" and "mlm" in (saved["objective"]["kind"], b)):
+            continue
+        what = "objective " if (sec, key) == ("objective", "kind") else f"{sec}.{key}="
+        raise ConfigError(f"{sec}.{key}: run {out} was trained with {what}{a}, not {b} "
+                          "(resume with the same setting, or train into another --out)")
+
+
 def build_config(args: argparse.Namespace, data: str | None = None) -> RunConfig:
     """Preset -> faithful switches -> flags -> KEY=VALUE overrides -> validation."""
     from .presets import apply_faithful, get_preset
@@ -46,8 +89,8 @@ def build_config(args: argparse.Namespace, data: str | None = None) -> RunConfig
     if args.faithful:
         apply_faithful(cfg)
     ov: list[str] = []
-    if data:
-        ov.append(f"data.path={data}")
+    if data:  # stored absolute, so that export/eval work from any working directory
+        ov.append(f"data.path={Path(data).expanduser().resolve()}")
     for flag, key in (("objective", "objective.kind"), ("balancer", "objective.balancer"),
                       ("steps", "train.steps"), ("batch_size", "train.batch_size"),
                       ("seed", "train.seed"), ("device", "train.device")):
@@ -88,6 +131,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train.loop import train
 
     cfg = build_config(args, data=args.data)
+    _out_dir(args.out)
+    check_resume_compatible(cfg, args.out, args.resume)
     if args.print_config:
         print(cfg.to_json())
     summary = train(cfg, args.out, resume=args.resume)
@@ -98,7 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .train.export import export_encoder
 
-    out = export_encoder(args.run, args.out or Path(args.run) / "encoder")
+    out = export_encoder(args.run, _out_dir(args.out or Path(args.run) / "encoder"))
     print(f"[predrecon] encoder exported to {out}")
     return 0
 
@@ -106,6 +151,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.runner import evaluate
 
+    _out_dir(args.out)
     evaluate(args.encoder, _csv(args.tasks), _csv(args.poolings), args.out, glue_dir=args.glue_dir,
              faithful=args.faithful, max_examples=args.max_examples, seed=args.seed, n_boot=args.n_boot)
     print(f"[predrecon] results in {args.out}")
@@ -115,6 +161,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .eval.report import compare
 
+    _out_dir(args.out)
     if args.arm:
         groups = {}
         for a in args.arm:
@@ -153,6 +200,8 @@ def _csv(s: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="predrecon", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true",
+                   help=f"show the Python traceback of an error (also: {DEBUG_ENV}=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser("data", help="build token shards from a corpus")
@@ -250,6 +299,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def error_line(e: BaseException) -> tuple[int, str]:
+    """``(exit code, one line)`` for an error reaching the command line.
+
+    Known kinds (bad input: config, files, datasets, checkpoints, I/O) give exit code 2 and their
+    message, which names the key or file; an OS error names its file and says when the disk is full.
+    Anything else is a bug: exit code 1, its type and message, and how to see the traceback.
+    """
+    known: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError, CheckpointError, MemoryError)
+    try:
+        from .train.rundir import RunLockedError
+
+        known += (RunLockedError,)
+    except ImportError:  # pragma: no cover - older tree
+        pass
+    if isinstance(e, OSError) and e.filename is not None:
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
+        msg = f"{where}: {e.strerror or e}"
+    elif isinstance(e, KeyError) and len(e.args) == 1:
+        msg = str(e.args[0])
+    else:
+        msg = str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        msg += " (disk full or file-size limit reached; nothing was replaced, free space and rerun)"
+    msg = " ".join(msg.split())
+    if len(msg) > 600:
+        msg = msg[:600] + " ..."
+    if isinstance(e, known) or type(e).__module__.startswith("predrecon."):  # the project's own errors
+        return 2, f"predrecon: error: {msg}"
+    return 1, (f"predrecon: internal error: {type(e).__name__}: {msg} "
+               f"(rerun with --debug or {DEBUG_ENV}=1 for the traceback)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its own parser (predrecon bench --help)
@@ -258,14 +339,18 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError, CheckpointError) as e:
-        print(f"predrecon: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("predrecon: interrupted (resume with --resume auto)", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the one boundary that turns errors into one line
+        if debug:
+            raise
+        rc, line = error_line(e)
+        print(line, file=sys.stderr)
+        return rc
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -23,6 +25,30 @@ class ConfigError(ValueError):
 def _check(cond: bool, key: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{key}: {msg}")
+
+
+def _finite(section: Any, name: str) -> None:
+    """Refuse NaN/inf in every float (and float-tuple) field of a section dataclass."""
+    for f in fields(section):
+        v = getattr(section, f.name)
+        vals = v if isinstance(v, (tuple, list)) else (v,)
+        for x in vals:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"{name}.{f.name}: must be a finite number, got {v!r}")
+
+
+def _pair(value: Any, key: str) -> tuple[float, float]:
+    """A (lo, hi) pair of numbers; a scalar or another length is refused naming the key."""
+    if isinstance(value, (int, float)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ConfigError(f"{key}: expected a pair of numbers written lo,hi, got {value!r}")
+    try:
+        return (float(value[0]), float(value[1]))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected two numbers, got {value!r}") from None
+
+
+MAX_TARGETS = 64  # more JEPA target blocks per sequence than this is a typo, not a recipe
+DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -39,6 +65,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.seq_len >= 8, "data.seq_len", f"must be >= 8, got {self.seq_len}")
+        _check(self.min_doc_tokens >= 1, "data.min_doc_tokens", f"must be >= 1, got {self.min_doc_tokens}")
         _check(self.mode in ("packed", "document"), "data.mode",
                f"must be 'packed' or 'document', got {self.mode!r}")
         _check(self.doc_chars > 0, "data.doc_chars", "must be > 0")
@@ -60,7 +87,13 @@ class ModelConfig:
     pad_id: int = 0
 
     def __post_init__(self) -> None:
+        _finite(self, "model")
         _check(self.dim > 0 and self.depth > 0 and self.heads > 0, "model", "dim/depth/heads must be > 0")
+        _check(self.mlp_ratio > 0, "model.mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
+        _check(self.max_len >= 1, "model.max_len", f"must be >= 1, got {self.max_len}")
+        _check(self.vocab_size >= 0, "model.vocab_size", f"must be >= 0 (0 = from the data), got {self.vocab_size}")
+        _check(self.norm_eps > 0, "model.norm_eps", f"must be > 0, got {self.norm_eps}")
+        _check(self.init_std > 0, "model.init_std", f"must be > 0, got {self.init_std}")
         _check(self.dim % self.heads == 0, "model.heads",
                f"dim={self.dim} is not divisible by heads={self.heads}")
         _check(self.positions in ("sincos", "learned", "rope"), "model.positions",
@@ -79,6 +112,7 @@ class MLMConfig:
     tie_decoder: bool = False  # tie the decoder to the input embedding (paper: untied)
 
     def __post_init__(self) -> None:
+        _finite(self, "mlm")
         _check(0.0 < self.prob < 1.0, "mlm.prob", f"must be in (0, 1), got {self.prob}")
         _check(self.mask_frac >= 0 and self.random_frac >= 0 and self.mask_frac + self.random_frac <= 1.0,
                "mlm.mask_frac", "mask_frac + random_frac must be <= 1")
@@ -114,9 +148,14 @@ class JEPAConfig:
     ema_end: float = 1.0
 
     def __post_init__(self) -> None:
-        self.target_scale = tuple(self.target_scale)  # type: ignore[assignment]
-        self.context_scale = tuple(self.context_scale)  # type: ignore[assignment]
-        _check(self.num_targets >= 1, "jepa.num_targets", "must be >= 1")
+        self.target_scale = _pair(self.target_scale, "jepa.target_scale")
+        self.context_scale = _pair(self.context_scale, "jepa.context_scale")
+        _finite(self, "jepa")
+        _check(1 <= self.num_targets <= MAX_TARGETS, "jepa.num_targets",
+               f"must be in [1, {MAX_TARGETS}], got {self.num_targets}")
+        _check(self.max_tokens >= 1, "jepa.max_tokens", f"must be >= 1, got {self.max_tokens}")
+        _check(self.predictor_dim > 0 and self.predictor_depth > 0 and self.predictor_heads > 0,
+               "jepa.predictor_dim", "predictor_dim/depth/heads must be > 0")
         lo, hi = self.target_scale
         _check(0 < lo <= hi < 1, "jepa.target_scale", f"need 0 < lo <= hi < 1, got {self.target_scale}")
         lo, hi = self.context_scale
@@ -148,6 +187,8 @@ class ObjectiveConfig:
     attention_mask: bool = True  # paper: False (padding attended to)
 
     def __post_init__(self) -> None:
+        _finite(self, "objective")
+        _check(self.gradnorm_alpha >= 0, "objective.gradnorm_alpha", f"must be >= 0, got {self.gradnorm_alpha}")
         _check(self.kind in ("hybrid", "mlm", "jepa"), "objective.kind",
                f"must be hybrid|mlm|jepa, got {self.kind!r}")
         _check(self.student_path in ("shared", "separate"), "objective.student_path",
@@ -171,9 +212,17 @@ class OptimConfig:
     accum_steps: int = 1
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
-        _check(self.lr > 0, "optim.lr", "must be > 0")
+        self.betas = _pair(self.betas, "optim.betas")
+        _finite(self, "optim")
+        _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
         _check(0 <= self.min_lr <= self.lr, "optim.min_lr", "must be in [0, lr]")
+        _check(0 <= self.start_lr <= self.lr, "optim.start_lr", f"must be in [0, lr], got {self.start_lr}")
+        _check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.balancer_lr >= 0, "optim.balancer_lr", f"must be >= 0, got {self.balancer_lr}")
+        _check(self.balancer_weight_decay >= 0, "optim.balancer_weight_decay",
+               f"must be >= 0, got {self.balancer_weight_decay}")
+        _check(all(0 <= b < 1 for b in self.betas), "optim.betas", f"each must be in [0, 1), got {self.betas}")
+        _check(self.eps > 0, "optim.eps", f"must be > 0, got {self.eps}")
         _check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
         _check(self.accum_steps >= 1, "optim.accum_steps", "must be >= 1")
         _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0")
@@ -196,7 +245,13 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        _finite(self, "train")
         _check(self.steps >= 1, "train.steps", "must be >= 1")
+        _check(isinstance(self.device, str) and DEVICE_RE.fullmatch(self.device) is not None, "train.device",
+               f"must be auto|cpu|cuda|cuda:N|mps, got {self.device!r}")
+        _check(self.keep_ckpts >= 1, "train.keep_ckpts", f"must be >= 1, got {self.keep_ckpts}")
+        _check(self.collapse_std >= 0, "train.collapse_std", f"must be >= 0, got {self.collapse_std}")
+        _check(self.collapse_rank >= 0, "train.collapse_rank", f"must be >= 0, got {self.collapse_rank}")
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(self.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision",
                f"must be auto|fp32|bf16|fp16, got {self.precision!r}")
@@ -223,6 +278,9 @@ class RunConfig:
                f"warm-up ({self.optim.warmup_steps}) must be shorter than train.steps ({self.train.steps})")
         _check(self.data.seq_len <= self.model.max_len, "data.seq_len",
                f"{self.data.seq_len} exceeds model.max_len={self.model.max_len}")
+        if self.objective.kind != "mlm":
+            _check(self.jepa.num_targets < self.data.seq_len, "jepa.num_targets",
+                   f"{self.jepa.num_targets} target blocks do not fit in data.seq_len={self.data.seq_len}")
         if self.objective.kind != "mlm":
             _check(self.jepa.min_keep < self.data.seq_len, "jepa.min_keep",
                    f"min_keep={self.jepa.min_keep} must be < data.seq_len={self.data.seq_len}")

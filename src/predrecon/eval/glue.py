@@ -91,19 +91,24 @@ def read_tsv(path: str | os.PathLike, ncols: int | None, *, header: bool) -> tup
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
         seen_header = not header
-        for fields in reader:
-            line = reader.line_num
-            if not seen_header:
-                seen_header = True
-                head = [h.strip() for h in fields]
-                if ncols is None:
-                    ncols = len(head)
-                elif len(head) != ncols:
-                    raise ValueError(f"{path}:{line}: header has {len(head)} columns, expected {ncols}")
-                continue
-            if len(fields) != ncols:
-                raise ValueError(f"{path}:{line}: expected {ncols} tab-separated columns, got {len(fields)}")
-            rows.append((line, fields))
+        try:
+            for fields in reader:
+                line = reader.line_num
+                if not seen_header:
+                    seen_header = True
+                    head = [h.strip() for h in fields]
+                    if ncols is None:
+                        ncols = len(head)
+                    elif len(head) != ncols:
+                        raise ValueError(f"{path}:{line}: header has {len(head)} columns, expected {ncols}")
+                    continue
+                if len(fields) != ncols:
+                    raise ValueError(f"{path}:{line}: expected {ncols} tab-separated columns, got {len(fields)}")
+                rows.append((line, fields))
+        except UnicodeDecodeError:  # binary junk
+            raise ValueError(f"{path}: not UTF-8 text (binary, or another encoding)") from None
+        except csv.Error as e:  # a NUL byte, or a field over csv's limit (131072 characters)
+            raise ValueError(f"{path}:{reader.line_num}: unreadable TSV row ({e})") from None
     if not seen_header or (header and not any(head)):
         raise ValueError(f"{path}:1: missing header line")
     if not rows:
