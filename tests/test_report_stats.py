@@ -198,3 +198,16 @@ def test_paired_mode_is_labelled_fixed_networks_and_has_no_zero_p(tmp_path):
     assert all(r["p"] > 0 for r in comp["rows"] if math.isfinite(r["p"]))
     eq = comp["equivalence"][0]
     assert eq["task"] == "sst2" and not eq["equivalent"]  # a 0.4 difference is not within ±0.02
+
+
+def test_verdict_counts_an_interval_reaching_the_floor_as_at_the_floor(tmp_path):
+    """Means just above the random-init floor (0.6) whose t-intervals reach it: no conclusion;
+    the same means with tight seeds are above the floor."""
+    out = {}
+    for name, sd in (("wide", 0.05), ("tight", 0.001)):
+        rng = np.random.default_rng(1)
+        arms = {a: [_write_eval(tmp_path / name / f"{a}{s}", _values(-2 + 0.1 * rng.normal(), 10 + rng.normal(),
+                                                                     0.62 + sd * (s - 2)), encoder=f"{a}{s}")
+                    for s in range(5)] for a in ("hybrid", "mlm")}
+        out[name] = compare(arms, tmp_path / name / "cmp", n_null=50)["verdict"]["per_task"]["sst2"]
+    assert out == {"wide": "below floor", "tight": "above floor"}

@@ -266,8 +266,19 @@ def _below(value: float, floor: float, better: str | None) -> bool:
     return value >= floor if better == "lower" else value <= floor
 
 
+def _arm_estimate(entries: list[dict]) -> tuple[float, float, float]:
+    """(value, low, high) of one arm: mean and t-interval over seeds, or the single run's own."""
+    vals = [e["value"] for e in entries if math.isfinite(e["value"])]
+    if len(vals) >= 2:
+        t = stats.t_interval(vals)
+        return t.mean, t.low, t.high
+    e = next((e for e in entries if math.isfinite(e["value"])), entries[0])
+    return e["value"], e["low"], e["high"]
+
+
 def _verdict(runs: dict, tasks: list[str]) -> dict:
-    """Per task: are all arms' headline probe scores at or below the random-init floor?"""
+    """Per task: are all arms' headline probe scores at or below the random-init floor (the
+    value or its 95 % interval reaching the floor)?"""
     metric, pooling = FLOOR_METRIC
     per_task, lines = {}, []
     for task in tasks:
@@ -283,16 +294,19 @@ def _verdict(runs: dict, tasks: list[str]) -> dict:
                          "random-init floor.")
             continue
         better = res[0]["metrics"][metric].get("better") or "higher"
-        means = {a: float(np.nanmean([r.results[(task, pooling)]["metrics"][metric]["value"] for r in rs]))
-                 for a, rs in runs.items()}
-        below = [a for a, v in means.items() if _below(v, fl, better)]
-        vals = ", ".join(f"{a} {stats.fmt_number(v)}" for a, v in means.items())
+        est = {a: _arm_estimate([r.results[(task, pooling)]["metrics"][metric] for r in rs]) for a, rs in runs.items()}
+        means = {a: v[0] for a, v in est.items()}
+        # at or below: the value, or the end of its 95 % interval towards the floor, reaches it
+        below = [a for a, (v, lo, hi) in est.items()
+                 if _below(v, fl, better) or _below(hi if better == "lower" else lo, fl, better)]
+        vals = ", ".join(f"{a} {stats.fmt_interval(*v)}" for a, v in est.items())
         if len(below) == len(means):
             per_task[task] = "below floor"
-            lines.append(f"{task}: {NO_CONCLUSION} ({metric}: {vals}; random-init floor {stats.fmt_number(fl)}).")
+            lines.append(f"{task}: {NO_CONCLUSION} ({metric}: {vals}; random-init floor {stats.fmt_number(fl)}; "
+                         "at or below = the value or its 95 % interval reaches the floor).")
         else:
             per_task[task] = "above floor"
-            note = f"; at or below it: {', '.join(below)}" if below else ""
+            note = f"; at or below it (value or interval): {', '.join(below)}" if below else ""
             lines.append(f"{task}: above the random-init floor ({metric}: {vals}; floor {stats.fmt_number(fl)}{note}).")
     states = set(per_task.values())
     if states == {"below floor"}:
