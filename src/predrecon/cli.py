@@ -26,7 +26,9 @@ from .train.checkpoint import CheckpointError
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="tiny", help="debug | tiny | paper | base (default: tiny)")
+    p.add_argument("--preset", help="debug | tiny | paper | base | bert-tiny (default: the --config file's, else tiny)")
+    p.add_argument("--config", metavar="FILE",
+                   help="run.yaml | run.json | run.toml (e.g. a run's config.json): preset < file < flags and overrides")
     p.add_argument("--faithful", action="store_true",
                    help="reproduce the reference code's behaviour, quirks included (docs/faithful.md)")
     p.add_argument("--objective", choices=["hybrid", "mlm", "jepa"], help="objective (default: preset's, hybrid)")
@@ -82,18 +84,22 @@ def check_resume_compatible(cfg: RunConfig, out: str | Path, resume: str) -> Non
 
 
 def build_config(args: argparse.Namespace, data: str | None = None) -> RunConfig:
-    """Preset -> faithful switches -> flags -> KEY=VALUE overrides -> validation."""
+    """Preset -> faithful switches -> --config file -> flags -> KEY=VALUE overrides -> validation."""
+    from .configfile import apply_config_file, read_config_file
     from .presets import apply_faithful, get_preset
 
-    cfg = get_preset(args.preset)
-    if args.faithful:
+    filed = read_config_file(args.config) if getattr(args, "config", None) else {}
+    cfg = get_preset(args.preset or filed.get("preset") or "tiny")
+    if args.faithful or filed.get("faithful"):
         apply_faithful(cfg)
+    if filed:
+        cfg = apply_config_file(cfg, filed, args.config)
     ov: list[str] = []
     if data:  # stored absolute, so that export/eval work from any working directory
         ov.append(f"data.path={Path(data).expanduser().resolve()}")
     for flag, key in (("objective", "objective.kind"), ("balancer", "objective.balancer"),
                       ("steps", "train.steps"), ("batch_size", "train.batch_size"),
-                      ("seed", "train.seed"), ("device", "train.device")):
+                      ("seed", "train.seed"), ("device", "train.device"), ("init", "train.init")):
         v = getattr(args, flag, None)
         if v is not None:
             ov.append(f"{key}={v}")
@@ -143,6 +149,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .train.export import export_encoder
 
+    if args.format != "safetensors":  # transformers / sentence-transformers (interop/hf.py)
+        from .interop.hf import export
+
+        kw = ({"pooling": args.pooling, "normalize": args.normalize, "max_seq_length": args.max_seq_length}
+              if args.format == "sentence-transformers" else {})
+        out = export(args.run, _out_dir(args.out or Path(args.run) / args.format), args.format, **kw)
+        print(f"[predrecon] encoder exported to {out} ({args.format})")
+        return 0
     out = export_encoder(args.run, _out_dir(args.out or Path(args.run) / "encoder"))
     print(f"[predrecon] encoder exported to {out}")
     return 0
@@ -225,7 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Pre-train an encoder. A run is a preset plus KEY=VALUE overrides; the "
                                    "resolved config is saved with the run and in every checkpoint.")
     _add_run_args(t)
-    t.add_argument("--data", required=True, help="dataset directory from `predrecon data build`")
+    t.add_argument("--data", help="dataset directory from `predrecon data build` (or data.path of --config)")
+    t.add_argument("--init", metavar="hf:DIR",
+                   help="continue pre-training a transformers BERT checkpoint (hf:DIR, or hf:minilm for the packaged "
+                        "all-MiniLM-L6-v2); its shape sets model.*, the data must use its vocabulary")
     t.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl, config.json)")
     t.add_argument("--resume", default="none",
                    help="auto (continue from newest valid checkpoint) | none (default) | CHECKPOINT_DIR")
@@ -234,7 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="write the encoder alone (safetensors + config + tokenizer)")
     e.add_argument("run", help="run directory or checkpoint directory")
-    e.add_argument("--out", help="output directory (default: RUN/encoder)")
+    e.add_argument("--out", help="output directory (default: RUN/encoder, RUN/hf, RUN/sentence-transformers)")
+    e.add_argument("--format", default="safetensors", choices=["safetensors", "hf", "sentence-transformers"],
+                   help="safetensors (ours, every family) | hf (transformers AutoModel; model.family=bert) | "
+                        "sentence-transformers (Transformer -> Pooling -> optional Normalize)")
+    e.add_argument("--pooling", default="mean", choices=["mean", "cls", "max"], help="sentence-transformers pooling")
+    e.add_argument("--normalize", action="store_true", help="sentence-transformers: add a Normalize module")
+    e.add_argument("--max-seq-length", type=int, help="sentence-transformers max_seq_length (default: model.max_len)")
     e.set_defaults(func=cmd_export)
 
     v = sub.add_parser("eval", help="evaluate an encoder's representations on labelled tasks",

@@ -81,6 +81,10 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     max_len: int = 512
     positions: str = "sincos"  # sincos | learned | rope
+    # "prenorm": ours (pre-LN blocks, final LayerNorm); "bert": post-LN, embedding LayerNorm,
+    # token-type row 0, no final LayerNorm: the parameterisation of transformers' BertModel
+    # (needs positions=learned; exports with `--format hf`; model/encoder.py FAMILIES)
+    family: str = "prenorm"
     dropout: float = 0.0
     norm_eps: float = 1e-6
     init_std: float = 0.02
@@ -100,6 +104,9 @@ class ModelConfig:
                f"must be sincos|learned|rope, got {self.positions!r}")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
         _check(self.pad_vocab_multiple >= 1, "model.pad_vocab_multiple", "must be >= 1")
+        _check(self.family in ("prenorm", "bert"), "model.family", f"must be prenorm|bert, got {self.family!r}")
+        _check(self.family != "bert" or self.positions == "learned", "model.positions",
+               f"model.family=bert uses learned absolute positions, got {self.positions!r}")
 
 
 @dataclass
@@ -243,6 +250,9 @@ class TrainConfig:
     collapse_std: float = 1e-3  # warn when a feature std falls below this
     collapse_rank: float = 1.1  # warn when effective rank (>= 1 by definition) falls below this
     progress: bool = True
+    init: str = ""  # "hf:DIR": start from a transformers BERT checkpoint (its shape sets model.*)
+    tensorboard: str = "auto"  # auto (when the package is installed) | on (required) | off
+    wandb: str = ""  # Weights & Biases project name; "" = off (never imported)
 
     def __post_init__(self) -> None:
         _finite(self, "train")
@@ -258,6 +268,10 @@ class TrainConfig:
         _check(self.log_every >= 1, "train.log_every", "must be >= 1")
         _check(self.ckpt_every >= 1, "train.ckpt_every", "must be >= 1")
         _check(self.diag_every >= 0, "train.diag_every", "must be >= 0")
+        _check(self.tensorboard in ("auto", "on", "off"), "train.tensorboard",
+               f"must be auto|on|off, got {self.tensorboard!r}")
+        _check(not self.init or self.init.startswith("hf:"), "train.init",
+               f"expected hf:DIR (a transformers BERT checkpoint), got {self.init!r}")
 
 
 @dataclass

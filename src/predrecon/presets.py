@@ -58,7 +58,18 @@ def base() -> RunConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], RunConfig]] = {"debug": debug, "tiny": tiny, "paper": paper, "base": base}
+def bert_tiny() -> RunConfig:
+    """``tiny``'s size in the BERT-compatible family (post-LN, embedding LayerNorm, learned
+    positions, eps 1e-12): exports with ``--format hf`` / ``sentence-transformers``."""
+    cfg = tiny()
+    cfg.preset = "bert-tiny"
+    cfg.model = ModelConfig(dim=128, depth=4, heads=4, mlp_ratio=4.0, max_len=512, positions="learned",
+                            family="bert", norm_eps=1e-12)
+    return cfg
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {"debug": debug, "tiny": tiny, "paper": paper, "base": base,
+                                               "bert-tiny": bert_tiny}
 
 
 def get_preset(name: str) -> RunConfig:

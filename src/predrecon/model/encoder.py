@@ -1,8 +1,14 @@
-"""Pre-LN Transformer text encoder (native PyTorch, attention through SDPA).
+"""Transformer text encoder (native PyTorch, attention through SDPA), in two families
+(``model.family``, registry :data:`FAMILIES`):
 
-Architecture (PAPER.md, "Encoder"): token embedding (+ absolute positions for ``sincos`` /
-``learned``), no segment embeddings, no embedding LayerNorm; ``depth`` blocks of
-``x + Attn(LN(x))``, ``x + MLP(LN(x))`` (fused qkv, GELU); a final LayerNorm.
+* ``prenorm`` (default; PAPER.md, "Encoder"): token embedding (+ absolute positions for
+  ``sincos`` / ``learned``), no segment embeddings, no embedding LayerNorm; ``depth`` blocks of
+  ``x + Attn(LN(x))``, ``x + MLP(LN(x))`` (fused qkv, exact GELU); a final LayerNorm.
+* ``bert``: the parameterisation of ``transformers.BertModel``, so that a checkpoint maps onto
+  it exactly (``predrecon.interop.hf``): word + token-type (row 0: every token is type 0) +
+  learned absolute position embeddings, embedding LayerNorm, post-LN blocks
+  ``LN(x + Attn(x))``, ``LN(x + MLP(x))`` (exact GELU, biases everywhere), no final LayerNorm;
+  init normal(0, ``init_std``) without the depth rescaling.
 
 Parameter names are chosen so that a state dict maps one-to-one onto the usual BERT-style
 layout (fused ``qkv`` splits row-wise into query / key / value, ``[q; k; v]``, heads contiguous):
@@ -10,7 +16,8 @@ layout (fused ``qkv`` splits row-wise into query / key / value, ``[q; k; v]``, h
 * ``tok_emb.weight`` (V_pad, D), ``pos_emb.weight`` (max_len, D) — absent for ``rope``
 * ``blocks.{i}.norm1``, ``blocks.{i}.attn.qkv``, ``blocks.{i}.attn.proj``,
   ``blocks.{i}.norm2``, ``blocks.{i}.mlp.fc1``, ``blocks.{i}.mlp.fc2``
-* ``norm`` (final LayerNorm)
+* ``norm`` (final LayerNorm) — ``prenorm`` only
+* ``type_emb.weight`` (2, D), ``emb_norm`` — ``bert`` only (post-LN blocks keep the names above)
 
 With ``positions="sincos"`` the position table is a *frozen* ``nn.Embedding`` filled with the
 fixed sin/cos table (``requires_grad=False``), as the reference keeps it as a non-trainable
@@ -24,6 +31,7 @@ data-dependent Python control flow (compile-friendly) and no host synchronisatio
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -36,13 +44,14 @@ ROPE_BASE = 10000.0
 
 
 class EncoderOutput(NamedTuple):
-    """``last_hidden_state`` (B, T, D): output of the final LayerNorm.
+    """``last_hidden_state`` (B, T, D): output of the final LayerNorm (``bert``: of the last block).
 
     ``hidden_states`` (only when asked, else ``None``): tuple of ``depth + 1`` tensors (B, T, D):
-    entry 0 is the embedding output (token + absolute position embedding, after dropout),
-    entry ``l`` for ``1 <= l < depth`` is the raw residual stream after block ``l`` (not
-    normalised), and entry ``depth`` (the last) is the output of the final LayerNorm applied to
-    the residual stream after the last block, i.e. identical to ``last_hidden_state``.
+    entry 0 is the embedding output (token + absolute position embedding, after dropout;
+    ``bert``: + token-type row 0, after the embedding LayerNorm), entry ``l`` for
+    ``1 <= l < depth`` is the raw residual stream after block ``l`` (not normalised; ``bert``:
+    the block's output, post-LN), and entry ``depth`` (the last) is identical to
+    ``last_hidden_state``. For ``bert`` this is exactly ``BertModel``'s ``hidden_states``.
     """
 
     last_hidden_state: torch.Tensor
@@ -183,6 +192,42 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
+class PostNormBlock(Block):
+    """Post-LN block (BERT): ``LN1(x + drop(Attn(x)))`` then ``LN2(x + drop(MLP(x)))``; the same
+    parameters (and names) as :class:`Block`."""
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.attn(x, attn_mask, rope)))
+        return self.norm2(x + self.drop(self.mlp(x)))
+
+
+@dataclass(frozen=True)
+class Family:
+    """What distinguishes an encoder family: block type, final / embedding LayerNorm, number of
+    token-type rows (0 = none), and whether output projections get the depth rescaling at init."""
+
+    block: type[Block]
+    final_norm: bool
+    embed_norm: bool
+    type_vocab: int
+    rescale_init: bool
+
+
+FAMILIES: dict[str, Family] = {
+    "prenorm": Family(Block, final_norm=True, embed_norm=False, type_vocab=0, rescale_init=True),
+    "bert": Family(PostNormBlock, final_norm=False, embed_norm=True, type_vocab=2, rescale_init=False),
+}
+
+
+def get_family(name: str) -> Family:
+    """The :class:`Family` registered as ``name``; raises ``ValueError`` naming the known ones."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"model.family: unknown family {name!r} (known: {', '.join(FAMILIES)})") from None
+
+
 def init_weights_(module: nn.Module, std: float) -> None:
     """Initialise in place: Linear/Embedding weights trunc-normal(0, std) (truncated at the
     absolute bounds ±2, as timm / I-JEPA, i.e. effectively untruncated for std 0.02), biases 0,
@@ -216,7 +261,7 @@ def padded_vocab_size(vocab_size: int, multiple: int) -> int:
 
 # ----------------------------------------------------------------------------- encoder
 class Encoder(nn.Module):
-    """Pre-LN Transformer encoder for ``cfg`` (see module docstring).
+    """Transformer encoder for ``cfg`` of family ``cfg.family`` (see module docstring).
 
     ``vocab_size`` is the tokenizer's real vocabulary; the embedding has
     ``padded_vocab = ceil(vocab_size / cfg.pad_vocab_multiple) * cfg.pad_vocab_multiple`` rows
@@ -237,16 +282,21 @@ class Encoder(nn.Module):
         self.depth = cfg.depth
         self.positions = cfg.positions
         self.head_dim = cfg.dim // cfg.heads
+        self.family = cfg.family
+        fam = get_family(cfg.family)
 
         self.tok_emb = nn.Embedding(self.padded_vocab, cfg.dim)
         self.pos_emb = make_position_embedding(cfg.positions, cfg.max_len, cfg.dim)
+        self.type_emb = nn.Embedding(fam.type_vocab, cfg.dim) if fam.type_vocab else None
+        self.emb_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if fam.embed_norm else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
-            Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.norm_eps, cfg.dropout) for _ in range(cfg.depth))
-        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+            fam.block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.norm_eps, cfg.dropout) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if fam.final_norm else None
 
         init_weights_(self, cfg.init_std)
-        rescale_output_projections_(self.blocks)
+        if fam.rescale_init:
+            rescale_output_projections_(self.blocks)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                 segment_ids: torch.Tensor | None = None, output_hidden_states: bool = False
@@ -261,11 +311,15 @@ class Encoder(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
         x = self.tok_emb(input_ids)  # (B, T, D)
+        if self.type_emb is not None:  # every token is of type 0 (BertModel's addition order)
+            x = x + self.type_emb.weight[0]
         rope = None
         if self.pos_emb is not None:
             x = x + self.pos_emb(position_ids)
         else:
             rope = rope_cos_sin(position_ids, self.head_dim)
+        if self.emb_norm is not None:
+            x = self.emb_norm(x)
         x = self.drop(x)
         attn_mask = segment_attention_mask(segment_ids) if segment_ids is not None else None
 
@@ -274,7 +328,8 @@ class Encoder(nn.Module):
             x = block(x, attn_mask, rope)
             if output_hidden_states:
                 hidden.append(x)
-        x = self.norm(x)
+        if self.norm is not None:
+            x = self.norm(x)
         if output_hidden_states:
             hidden[-1] = x
             return EncoderOutput(x, tuple(hidden))

@@ -32,6 +32,7 @@ from ..data.shards import TokenDataset
 from .checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from .diagnostics import Diagnostics
 from .meta import HybridModel
+from .tracking import Tracker
 from .schedules import linear, warmup_cosine
 
 
@@ -131,6 +132,9 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
     if not cfg.data.path:
         raise ConfigError("data.path: no dataset given (build one with `predrecon data build`)")
     ds = TokenDataset(cfg.data.path)
+    if cfg.train.init:  # model.* from the transformers checkpoint, whose vocabulary must be the data's
+        from ..interop.hf import apply_init
+        apply_init(cfg)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.model.vocab_size == 0:
         cfg.model.vocab_size = ds.vocab_size
@@ -170,6 +174,9 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
         batcher.load_state_dict(loaded.state["data"])
         set_rng_state(loaded.rng)
         start = loaded.step
+    elif cfg.train.init:  # a fresh run starts from the checkpoint's encoder (student and target)
+        from ..interop.hf import load_init_weights
+        load_init_weights(model, cfg)
 
     n_enc = sum(p.numel() for p in model.encoder.parameters())
     n_emb = sum(p.numel() for n, p in model.encoder.named_parameters() if "emb" in n)
@@ -179,7 +186,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
               "params_encoder": n_enc, "params_encoder_non_embedding": n_enc - n_emb,
               "params_total_incl_target": n_all, "config": cfg.to_dict()}
     (out / "config.json").write_text(cfg.to_json())
-    log = JsonlLogger(out / "log.jsonl", start if ckpt is not None else None)
+    log = Tracker(JsonlLogger(out / "log.jsonl", start if ckpt is not None else None), cfg, out, start,
+                  resuming=ckpt is not None)  # + TensorBoard / W&B (train/tracking.py)
     log.write(header)
     if cfg.train.progress:
         tqdm.write(f"[predrecon] encoder {n_enc / 1e6:.2f} M params ({(n_enc - n_emb) / 1e6:.2f} M "
