@@ -100,8 +100,10 @@ def test_mnli_official_layout_preferred(gdir):
 def test_max_examples_and_max_train(gdir):
     d = get_task("sst2", glue_dir=gdir, max_examples=2, max_train=1)
     assert len(d.dev) == 2 and len(d.train) == 1
-    assert d.dev.text_a[1] == "bleak and desperate"
-    assert any("first 2" in n for n in d.notes)
+    full = get_task("sst2", glue_dir=gdir)
+    assert set(d.dev.text_a) <= set(full.dev.text_a)
+    assert set(d.dev.labels.tolist()) == set(full.dev.labels.tolist())  # stratified: both classes kept
+    assert any("stratified subset of 2" in n for n in d.notes)
 
 
 @pytest.mark.parametrize("task,rel,bad,match", [

@@ -70,7 +70,8 @@ def tiny_encoder(seed):
                                 name=f"tiny{seed}", device="cpu")
 
 
-KW = dict(max_examples=36, max_train=70, n_boot=60, n_boot_geometry=12, max_len=32, pooler_epochs=2, progress=False)
+KW = dict(max_examples=36, max_train=70, n_boot=60, n_boot_geometry=12, max_len=32, pooler_epochs=2, progress=False,
+          content_max_df=0.6)
 
 
 @pytest.fixture(scope="module")
@@ -105,16 +106,31 @@ def test_eval_files_and_metrics(evals):
             for name, e in m.items():  # probe intervals bracket their value
                 if e["resample"] is not None and e["resample"]["type"] != "geometry" and math.isfinite(e["low"]):
                     assert e["low"] - 1e-9 <= e["value"] <= e["high"] + 1e-9, name
-            assert "geometry.uniformity" in m and "geometry.effective_rank" in m and "geometry.alignment" in m
-            assert "lexical.probe_paper" in m and "lexical.probe" in m and "lexical.selectivity" in m
-            assert "balance.difference" in m and "balance.ratio" in m
+            assert "geometry.uniformity" in m and "geometry.effective_rank" in m and "geometry.rankme" in m
+            assert ("geometry.alignment" in m) == (task != "sst2")  # real positive pairs: pair tasks only
+            assert m["geometry.alignment_paper"]["faithful_replica"] is True
+            assert "lexical.probe_paper" in m and "lexical.content_auc" in m and "lexical.selectivity" not in m
+            assert m["lexical.content_auc"]["floors"]["majority"] == 0.5
+            assert "balance.normalised" in m and "balance.difference" not in m
             assert ("linear_probe.paper" in m) == (pooling == "mean")
+            assert m.get("linear_probe.paper", {}).get("faithful_replica", True) is True
+            pe = res["per_example"]
+            assert m["lexical.content_auc"]["value"] == pytest.approx(pe["lexical_content"].mean())
+            for name in ("probe.glue", "lexical.content_auc", "balance.normalised", "geometry.uniformity"):
+                assert "random_init" in m[name]["floors"], name  # the same-shape random-init floor
+            for name in ("probe.glue", "lexical.content_auc"):
+                assert {"majority", "length_only", "random_init"} <= set(m[name]["floors"]), name
             if task == "stsb":
-                assert "semantic.sts_zero_shot" in m and "semantic.sts_regressor" in m
+                assert "semantic.sts_zero_shot" in m and "probe.pearson" in m
+                assert m["probe.glue"]["value"] == m["probe.spearman"]["value"]
+                assert m["probe.glue"]["floors"]["majority"] == 0.0  # a constant has no correlation
             else:
-                assert "semantic.probe" in m
-                pe = res["per_example"]["semantic_correct"]
-                assert m["semantic.probe"]["value"] == pytest.approx(pe.mean())
+                assert {"probe.accuracy", "probe.f1", "probe.mcc", "probe.balanced_accuracy"} <= set(m)
+                assert m["probe.accuracy"]["value"] == pytest.approx(pe["probe_correct"].mean())
+                glue_metric = {"sst2": "accuracy", "mrpc": "f1"}[task]
+                assert m["probe.glue"]["value"] == m[f"probe.{glue_metric}"]["value"]
+                from predrecon.eval.scores import mcc
+                assert m["probe.mcc"]["value"] == pytest.approx(mcc(pe["probe_pred"], pe["labels"]))
             # geometry point values are the suite on the saved embeddings
             suite = geometry.geometry_suite(emb, res["per_example"]["geometry_labels"].astype(int), seed=0)
             assert m["geometry.uniformity"]["value"] == pytest.approx(suite["uniformity"])
@@ -141,7 +157,8 @@ def test_stsb_zero_shot_matches_direct_computation(evals):
 def test_faithful_eval(evals):
     res = load_result(evals["f"] / "sst2" / "weighted.json")
     assert res["pooling_status"] == "untrained" and res["meta"]["faithful"]
-    assert "semantic.cv_paper" in res["metrics"] and "lexical.probe" not in res["metrics"]
+    assert "semantic.cv_paper" in res["metrics"] and "balance.difference" in res["metrics"]
+    assert res["metrics"]["semantic.cv_paper"]["faithful_replica"] is True
     mean = np.load(evals["f"] / "sst2" / "mean.npy")
     np.testing.assert_allclose(np.load(evals["f"] / "sst2" / "weighted.npy"), mean, atol=1e-5)  # uniform = mean
     assert "semantic.cv_paper" in load_result(evals["f"] / "stsb" / "mean.json")["metrics"]
@@ -189,7 +206,7 @@ def test_compare_paired_report(evals, tmp_path):
     va = load_result(evals["a"] / "sst2" / "mean.json")["metrics"]["geometry.uniformity"]["value"]
     vb = load_result(evals["b"] / "sst2" / "mean.json")["metrics"]["geometry.uniformity"]["value"]
     assert unif["diff"] == pytest.approx(va - vb) and unif["test"].startswith("paired_bootstrap")
-    sem = next(r for r in rows if r["task"] == "sst2" and r["pooling"] == "mean" and r["metric"] == "semantic.probe")
+    sem = next(r for r in rows if r["task"] == "sst2" and r["pooling"] == "mean" and r["metric"] == "probe.glue")
     assert sem["test"].startswith("sign_flip")
     md = (tmp_path / "cmp" / "report.md").read_text()
     for section in ("# Encoder comparison", "## Inputs", "## Method", "## Task notes", "## Headline", "## All results",

@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from predrecon.eval.fewshot import EmbedFn, embed_texts, fit_probe, mean_ci
-from predrecon.eval.tasks import Split, TaskData, register_task
+from predrecon.eval.tasks import Split, TaskData, register_task, stratified_subset
 
 SPLIT_VERSION = 1
 SPLIT_FRACTIONS = {"train": 0.7, "dev": 0.1, "test": 0.2}
@@ -159,7 +159,7 @@ def _make_task(name: str, keys: list[str], texts: list[str], labels: list[int],
                label_names: list[str], notes: list[str], max_examples: int | None,
                max_train: int | None) -> TaskData:
     """Hash-split rows; inside a split rows are ordered by their hash (then key), so the order
-    is independent of the file and the first N rows (``max_*``) are a fixed random sample."""
+    is independent of the file; ``max_*`` caps draw a seeded stratified (by class) subset."""
     order = sorted(range(len(keys)), key=lambda i: (_hash_unit(keys[i]), keys[i], i))
     parts: dict[str, list[int]] = {"train": [], "dev": [], "test": []}
     for i in order:
@@ -167,12 +167,12 @@ def _make_task(name: str, keys: list[str], texts: list[str], labels: list[int],
     y = np.asarray(labels, dtype=np.int64)
 
     def split(idx: list[int], cap: int | None) -> Split:
-        idx = idx[:_check_cap(cap)] if cap is not None else idx
-        return Split([texts[i] for i in idx], y[idx])
+        sp = Split([texts[i] for i in idx], y[idx])
+        return stratified_subset(sp, _check_cap(cap))
 
     if max_examples or max_train:
-        notes = [*notes, f"capped: first {max_train or 'all'} train / {max_examples or 'all'} "
-                         "dev and test rows (in hash order)"]
+        notes = [*notes, f"capped: {max_train or 'all'} train / {max_examples or 'all'} dev and test "
+                         "rows (seeded stratified subsets by class)"]
     return TaskData(name=name, kind="classification", train=split(parts["train"], max_train),
                     dev=split(parts["dev"], max_examples),
                     test=split(parts["test"], max_examples),

@@ -17,6 +17,7 @@ the floor) and :class:`HFTextEncoder` (the reference all-MiniLM-L6-v2, loaded of
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import time
@@ -229,9 +230,10 @@ class HFTextEncoder(TextEncoder):
 
     uses_type_ids = True
 
-    def __init__(self, model_dir: str | os.PathLike, *, name: str | None = None, device: str | None = None):
+    def __init__(self, model_dir: str | os.PathLike, *, name: str | None = None, device: str | None = None,
+                 random_init_seed: int | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -241,7 +243,14 @@ class HFTextEncoder(TextEncoder):
             raise ValueError(f"{model_dir}: a fast tokenizer (tokenizer.json) is required")
         super().__init__(hf_tok.backend_tokenizer, hf_tok.cls_token_id, hf_tok.sep_token_id, hf_tok.pad_token_id,
                          device)
-        self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).to(self.device).eval()
+        self.model_dir = str(model_dir)
+        if random_init_seed is None:
+            model = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
+        else:  # the same architecture config with fresh random weights: the floor
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(random_init_seed)
+                model = AutoModel.from_config(AutoConfig.from_pretrained(str(model_dir), local_files_only=True))
+        self.model = model.to(self.device).eval()
         self.name = name or Path(model_dir).name
         self.dim = int(self.model.config.hidden_size)
         self.max_positions = int(self.model.config.max_position_embeddings)
@@ -300,3 +309,40 @@ def load_text_encoder(spec: str, *, device: str | None = None, seed: int = 0) ->
                                 "nor an existing export/run/checkpoint directory")
     model, tok, special, _ = load_encoder(p)
     return PredreconTextEncoder(model, tok, special, name=p.resolve().name, device=device)
+
+
+# --------------------------------------------------------------------------- floor and identity
+
+def random_init_like(enc: TextEncoder, seed: int = 0) -> TextEncoder:
+    """The same-shape random-init floor of ``enc``: our encoders rebuilt from their config with
+    fresh weights (``random_like``, torch seed ``seed``); Hugging Face encoders from their
+    architecture config with random weights. Same tokenizer. Raises ``TypeError`` otherwise."""
+    if isinstance(enc, PredreconTextEncoder):
+        from ..train.export import random_like
+
+        model = random_like(enc.model.cfg, enc.model.vocab_size, seed=seed)
+        out = PredreconTextEncoder.__new__(PredreconTextEncoder)
+        TextEncoder.__init__(out, enc.tokenizer, enc.cls_id, enc.sep_id, enc.pad_id, str(enc.device))
+        out.model, out.dim, out.max_positions = model.to(enc.device).eval(), enc.dim, enc.max_positions
+        out.name = f"random-init({enc.name}, seed={seed})"
+        return out
+    if isinstance(enc, HFTextEncoder):
+        out = HFTextEncoder(enc.model_dir, name=f"random-init({enc.name}, seed={seed})", device=str(enc.device),
+                            random_init_seed=seed)
+        return out
+    raise TypeError(f"random_init_like: no random-init floor for encoder type {type(enc).__name__}")
+
+
+def weights_sha(enc: TextEncoder) -> str:
+    """sha256 over the encoder's parameter and buffer names, shapes and bytes (its identity)."""
+    h = hashlib.sha256()
+    for k, t in sorted(enc.model.state_dict().items()):
+        a = t.detach().cpu().contiguous()
+        h.update(f"{k}:{tuple(a.shape)}:{a.dtype}".encode())
+        h.update(a.view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+    return h.hexdigest()
+
+
+def tokenizer_sha(enc: TextEncoder) -> str:
+    """sha256 of the encoder's tokenizer JSON."""
+    return hashlib.sha256(enc.tokenizer.to_str().encode()).hexdigest()

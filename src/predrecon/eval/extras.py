@@ -43,7 +43,7 @@ from .fewshot import EmbedFn, embed_texts, fit_probe, pair_features, plot_fewsho
 from .pooling import build_pooler
 from .robustness import perturb_split, robustness_eval
 from .stats import bootstrap_ci, t_interval
-from .tasks import TASKS, Split, TaskData, get_task
+from .tasks import TASKS, Split, TaskData, available_tasks, get_task, stratified_subset
 from .runner import _jsonable
 
 SCHEMA_VERSION = 1
@@ -185,8 +185,8 @@ class _Context:
 
     def task(self, name: str) -> TaskData:
         if name not in self._tasks:
-            if name not in TASKS:
-                get_task(name)  # imports the loaders; raises KeyError listing the known tasks
+            if name not in available_tasks():  # imports the loaders without loading any data
+                raise KeyError(f"unknown task {name!r} (known: {', '.join(available_tasks())})")
             kw = {"glue_dir": self.glue_dir} if "glue_dir" in inspect.signature(TASKS[name]).parameters else {}
             self._tasks[name] = get_task(name, **kw)
         return self._tasks[name]
@@ -200,10 +200,9 @@ class _Context:
 
 
 def fixed_subset(split: Split, cap: int | None) -> Split:
-    """``cap`` rows of ``split`` drawn with :data:`SUBSET_SEED` (kept in order), or all of it."""
-    if cap is None or len(split) <= cap:
-        return split
-    return split.subset(np.sort(np.random.default_rng(SUBSET_SEED).choice(len(split), cap, replace=False)))
+    """``cap`` rows of ``split``: a stratified (by class) subset drawn with :data:`SUBSET_SEED`
+    (kept in order), or all of it."""
+    return stratified_subset(split, cap, SUBSET_SEED)
 
 
 def _features(embed: EmbedFn, split: Split) -> np.ndarray:

@@ -4,8 +4,9 @@ Registered tasks: ``sst2``, ``cola``, ``mrpc``, ``stsb``, ``mnli`` (matched repo
 ``mnli-mm`` (mismatched reported). Every loader takes::
 
     glue_dir=None       # folder holding SST-2/, CoLA/, MRPC/, STS-B/, MNLI/
-    max_examples=None   # keep the first N rows of the reported split (paper: first 2000)
-    max_train=None      # keep the first N rows of train
+    max_examples=None   # seeded stratified subset of N rows of the reported split (by class;
+                        # STS-B by genre); the paper took the first 2000
+    max_train=None      # the same for train
 
 and returns a :class:`~predrecon.eval.tasks.TaskData` whose ``dev`` split (GLUE dev) is the
 reported split. Probes carve their own held-out part out of ``train`` for model selection.
@@ -33,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from .tasks import Split, TaskData, register_task
+from .tasks import Split, TaskData, register_task, stratified_subset
 
 GLUE_ENV = "PREDRECON_GLUE_DIR"
 _REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -144,11 +145,11 @@ def _float_score(raw: str, lo: float, hi: float, path: Path, line: int) -> float
 
 
 def _head(split: Split, n: int | None) -> Split:
-    if n is None or n >= len(split):
-        return split
-    if n < 1:
+    """At most ``n`` rows: a seeded stratified subset (by class; STS-B by genre), never the
+    first rows (files such as STS-B dev are sorted by genre)."""
+    if n is not None and n < 1:
         raise ValueError(f"max_examples/max_train must be >= 1, got {n}")
-    return split.subset(np.arange(n))
+    return stratified_subset(split, n)
 
 
 # --- per-file readers: path -> Split ---------------------------------------------------------
@@ -177,9 +178,11 @@ def _read_mrpc(path: Path) -> Split:
 def _read_stsb(path: Path) -> Split:
     head, rows = read_tsv(path, None, header=True)
     i_a, i_b, i_s = _col(head, "sentence1", path), _col(head, "sentence2", path), _col(head, "score", path)
+    i_g = head.index("genre") if "genre" in head else None
     return Split([r[i_a].strip() for _, r in rows],
                  np.array([_float_score(r[i_s], 0.0, 5.0, path, ln) for ln, r in rows], dtype=np.float32),
-                 [r[i_b].strip() for _, r in rows])
+                 [r[i_b].strip() for _, r in rows],
+                 None if i_g is None else [r[i_g].strip() for _, r in rows])
 
 
 def _mnli_label(raw: str, path: Path, line: int) -> int:
@@ -229,7 +232,8 @@ def _load_standard(spec: _Spec, glue_dir, max_examples, max_train) -> TaskData:
     root = resolve_glue_dir(glue_dir) / spec.folder
     train = spec.reader(_require(root / "train.tsv"))
     dev = spec.reader(_require(root / "dev.tsv"))
-    notes = ["reported split: GLUE dev" + (f" (first {max_examples} rows)" if max_examples and max_examples < len(dev) else "")]
+    notes = ["reported split: GLUE dev" + (f" (seeded stratified subset of {max_examples} rows)"
+                                           if max_examples and max_examples < len(dev) else "")]
     return TaskData(spec.name, spec.kind, _head(train, max_train), _head(dev, max_examples),
                     num_classes=spec.num_classes, label_names=list(spec.label_names), notes=notes)
 
@@ -240,7 +244,7 @@ def _make_loader(spec: _Spec):
 
     load.__name__ = f"load_{spec.name}"
     load.__doc__ = (f"Load GLUE {spec.folder} (train.tsv, dev.tsv) from ``glue_dir``; dev is reported. "
-                    "``max_examples``/``max_train`` keep the first N rows.")
+                    "``max_examples``/``max_train``: seeded stratified subsets.")
     return load
 
 
@@ -267,7 +271,7 @@ def _load_mnli(glue_dir, max_examples, max_train, *, mismatched: bool) -> TaskDa
             "numbers (standard error about +-1.5 accuracy points).",
         ]
     if max_examples and max_examples < len(dev):
-        notes.append(f"reported split truncated to its first {max_examples} rows")
+        notes.append(f"reported split: seeded stratified subset of {max_examples} rows")
     return TaskData(name, "classification", _head(train, max_train), _head(dev, max_examples),
                     num_classes=3, label_names=list(MNLI_LABELS), notes=notes)
 

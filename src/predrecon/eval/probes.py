@@ -32,9 +32,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
-from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
@@ -175,27 +173,6 @@ def most_frequent_wordpiece_labels(token_id_lists: Sequence[Sequence[int]], spec
     return labels, keep
 
 
-def control_task_labels(token_id_lists: Sequence[Sequence[int]], n_classes: int, seed: int = 0,
-                        special_ids: set[int] = frozenset(), tie_break: str = "smallest_id") -> np.ndarray:
-    """Control task of Hewitt & Liang (2019) for the lexical probe.
-
-    Every wordpiece type gets a class drawn uniformly from ``range(n_classes)`` (one seeded
-    table over ids ``0..max_id``); a text's control label is the class of its most frequent
-    non-special wordpiece (same rule as :func:`most_frequent_wordpiece_labels`), -1 when it has
-    none. Compare a probe on these labels with the real one via :func:`selectivity`.
-    """
-    if n_classes < 2:
-        raise ValueError(f"control_task_labels: n_classes must be >= 2, got {n_classes}")
-    lex, _ = most_frequent_wordpiece_labels(token_id_lists, special_ids, 1, tie_break)
-    table = np.random.default_rng(seed).integers(0, n_classes, size=max(int(lex.max()), 0) + 1)
-    return np.where(lex >= 0, table[np.maximum(lex, 0)], -1).astype(np.int64)
-
-
-def selectivity(probe_acc: float, control_acc: float) -> float:
-    """Hewitt & Liang selectivity: accuracy on the real task minus accuracy on the control task."""
-    return float(probe_acc) - float(control_acc)
-
-
 # ----------------------------------------------------------------------------- CV (paper)
 
 
@@ -220,21 +197,22 @@ def _acc(a, b) -> float:
 
 @_limited
 def lexical_probe_paper(x: np.ndarray, labels: np.ndarray, folds: int = 3, seed: int = 0, *,
-                        shuffle: bool = False, standardize: bool = False,
+                        shuffle: bool = True, standardize: bool = False,
                         max_iter: int = 1000) -> ProbeResult:
     """The paper's lexical probe: logistic regression (sklearn defaults, C = 1, lbfgs) under
     ``folds``-fold stratified CV on the given texts; ``score`` is the mean fold accuracy.
 
     Pass the rows kept by :func:`most_frequent_wordpiece_labels` (``x[keep], labels[keep]``).
-    ``shuffle=False`` matches ``cross_val_score(..., cv=3)``; raw features unless
-    ``standardize``. Lower = less lexical information in the embeddings.
+    Folds are shuffled (seeded) by default: ``shuffle=False`` matches the reference's
+    ``cross_val_score(..., cv=3)``, whose contiguous folds follow any ordering of the file (STS-B
+    dev is sorted by genre). Raw features unless ``standardize``. Lower = less lexical information in the embeddings.
     """
     return _classify_cv(x, labels, folds, seed, shuffle, standardize, max_iter, "lexical_probe_paper")
 
 
 @_limited
 def semantic_probe_cv_paper(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0, *,
-                            shuffle: bool = False, standardize: bool = False,
+                            shuffle: bool = True, standardize: bool = False,
                             max_iter: int = 1000) -> ProbeResult:
     """The paper's semantic probe: logistic regression, ``folds``-fold stratified CV on the
     evaluation (validation) split itself; ``score`` = mean fold accuracy. No held-out
@@ -259,7 +237,7 @@ def _classify_cv(x, y, folds, seed, shuffle, standardize, max_iter, name) -> Pro
 
 @_limited
 def sts_regressor_cv_paper(x: np.ndarray, scores: np.ndarray, folds: int = 5, alpha: float = 1.0,
-                           seed: int = 0, *, shuffle: bool = False,
+                           seed: int = 0, *, shuffle: bool = True,
                            standardize: bool = False) -> ProbeResult:
     """The paper's STS-B semantic probe: Ridge(alpha) under ``folds``-fold CV on the
     evaluation split (one embedding per "s1 [SEP] s2" text); ``score`` = mean fold Spearman."""
@@ -359,61 +337,82 @@ def pair_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def balance(semantic_acc: float, lexical_acc: float) -> dict[str, float]:
-    """Semantic-to-lexical balance: ``difference`` = s - l (the paper's number) and ``ratio`` =
-    s / l (NaN when l = 0)."""
+    """The paper's semantic-to-lexical balance: ``difference`` = s - l and ``ratio`` = s / l
+    (NaN when l = 0). Kept for ``--faithful``; the headline is :func:`normalised_balance`."""
     s, l = float(semantic_acc), float(lexical_acc)
     return {"difference": s - l, "ratio": s / l if l != 0 else math.nan}
 
 
-# ----------------------------------------------------------------------------- bag of words
+def normalised_balance(semantic: float, semantic_chance: float, lexical_auc: float,
+                       lexical_chance: float = 0.5, ceiling: float = 1.0) -> float:
+    """Chance-normalised balance: ``(s - s0) / (1 - s0) - (l - l0) / (1 - l0)``: the share of
+    the way from chance to perfect covered by the semantic score minus the same for the lexical
+    score. ``s0``: the semantic metric's majority (or mean-predictor) floor on the same split;
+    ``l0 = 0.5``, the AUC of a constant. Both terms are 0 at chance and 1 at the ceiling, so
+    scores on different scales (accuracy, MCC, Spearman, AUC) become comparable."""
+    return (float(semantic) - semantic_chance) / (ceiling - semantic_chance) - \
+        (float(lexical_auc) - lexical_chance) / (ceiling - lexical_chance)
 
 
-def bow_targets(token_id_lists: Sequence[Sequence[int]], vocab: Sequence[int]) -> np.ndarray:
-    """(n, len(vocab)) uint8 matrix: 1 where text i contains wordpiece ``vocab[j]``."""
-    pos = {int(t): j for j, t in enumerate(vocab)}
-    out = np.zeros((len(token_id_lists), len(pos)), dtype=np.uint8)
-    for i, ids in enumerate(token_id_lists):
-        for t in set(int(t) for t in ids):
-            j = pos.get(t)
-            if j is not None:
-                out[i, j] = 1
-    return out
+# ----------------------------------------------------------------------------- headline probe
+
+
+def length_features(lengths_a: np.ndarray, lengths_b: np.ndarray | None = None) -> np.ndarray:
+    """Features of the length-only floor: the token count of each side and its log; for pairs
+    also ``|len_a - len_b|``. (n, 2) single texts, (n, 5) pairs."""
+    la = np.asarray(lengths_a, dtype=np.float64)
+    cols = [la, np.log1p(la)]
+    if lengths_b is not None:
+        lb = np.asarray(lengths_b, dtype=np.float64)
+        cols += [lb, np.log1p(lb), np.abs(la - lb)]
+    return np.stack(cols, axis=1)
+
+
+def majority_predictions(y_train: np.ndarray, n: int, regression: bool) -> np.ndarray:
+    """The trivial floor's predictions on n examples: the train majority class (ties: the
+    smallest label) or, for regression, the train mean (a constant: correlation 0)."""
+    y_train = np.asarray(y_train)
+    if regression:
+        return np.full(n, float(np.mean(y_train)))
+    vals, counts = np.unique(y_train, return_counts=True)
+    return np.full(n, vals[np.argmax(counts)])
 
 
 @_limited
-def bow_probe(x_train: np.ndarray, bow_train: Sequence[Sequence[int]], x_test: np.ndarray,
-              bow_test: Sequence[Sequence[int]], top_k: int = 50, *, special_ids: set[int] = frozenset(),
-              C: float = 1.0, seed: int = 0, max_iter: int = 200) -> dict:
-    """Multi-label bag-of-words probe: does the embedding tell which frequent wordpieces occur?
+def glue_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, *,
+               metric: str, regression: bool, Cs: Sequence[float] = DEFAULT_CS,
+               alphas: Sequence[float] = DEFAULT_ALPHAS, seed: int = 0, val_fraction: float = 0.2,
+               max_iter: int = 1000) -> ProbeResult:
+    """The headline probe: standardised features, L2-regularised logistic regression
+    (classification) or Ridge (regression), with C / alpha chosen on a held-out
+    ``val_fraction`` of train (stratified for classes) by ``metric`` (a name of
+    :data:`predrecon.eval.scores.SCORES`; ties: the stronger regularisation), refit on all of
+    train and scored once on test with ``metric``. Never selects on the test split.
+    Returns predictions (and per-example correctness for classification)."""
+    from .scores import score
 
-    ``bow_train``/``bow_test`` are the texts' token id lists. Targets: presence of the
-    ``top_k`` non-special wordpieces with the highest document frequency in train (ties: smaller
-    id), minus any present in every or no train text. One StandardScaler + logistic regression
-    (C) per wordpiece (one-vs-rest). Returns ``{'micro_f1', 'mean_auc', 'n_labels', 'token_ids',
-    'auc_per_label'}``; AUC is averaged over labels with both classes in test.
-    """
-    x_train = np.asarray(x_train)
-    x_test = np.asarray(x_test)
-    if len(bow_train) != x_train.shape[0] or len(bow_test) != x_test.shape[0]:
-        raise ValueError("bow_probe: token lists and feature rows differ in length")
-    special = {int(s) for s in special_ids}
-    df = Counter(t for ids in bow_train for t in {int(t) for t in ids} if t not in special)
-    n = x_train.shape[0]
-    ranked = sorted((t for t, c in df.items() if c < n), key=lambda t: (-df[t], t))
-    vocab = ranked[:top_k]
-    if not vocab:
-        raise ValueError("bow_probe: no wordpiece varies across train texts")
-    y_tr, y_te = bow_targets(bow_train, vocab), bow_targets(bow_test, vocab)
-    model = make_pipeline(StandardScaler(), OneVsRestClassifier(
-        LogisticRegression(C=C, max_iter=max_iter, random_state=seed)))
-    _fit(model, x_train, y_tr)
-    prob = model.predict_proba(x_test)  # (n_test, k)
-    pred = (prob >= 0.5).astype(np.uint8)
-    aucs = np.array([roc_auc_score(y_te[:, j], prob[:, j]) if 0 < y_te[:, j].sum() < len(y_te)
-                     else math.nan for j in range(len(vocab))])
-    return {"micro_f1": float(f1_score(y_te, pred, average="micro", zero_division=0)),
-            "mean_auc": float(np.nanmean(aucs)) if np.any(np.isfinite(aucs)) else math.nan,
-            "n_labels": len(vocab), "token_ids": list(vocab), "auc_per_label": aucs}
+    x_train, y_train = _check_xy(x_train, y_train, "glue_probe train", not regression)
+    x_test, y_test = _check_xy(x_test, y_test, "glue_probe test", not regression)
+    if x_test.shape[1] != x_train.shape[1]:
+        raise ValueError(f"glue_probe: train has {x_train.shape[1]} features, test {x_test.shape[1]}")
+    if not regression and np.unique(y_train).size < 2:
+        raise ValueError("glue_probe: train labels have a single class")
+    fit_i, val_i = _holdout(y_train, val_fraction, seed, stratify=not regression)
+    grid = sorted(alphas, reverse=True) if regression else sorted(Cs)  # strongest regularisation first
+    make = (lambda h: _ridge(h)) if regression else (lambda h: _logreg(h, True, max_iter, seed))
+    val_scores, conv = {}, True
+    for h in grid:
+        m = make(h)
+        conv &= _fit(m, x_train[fit_i], y_train[fit_i])
+        val_scores[h] = float(score(metric, m.predict(x_train[val_i]), y_train[val_i]))
+    best = max(grid, key=lambda h: (val_scores[h], -grid.index(h)))
+    model = make(best)
+    conv &= _fit(model, x_train, y_train)
+    pred = model.predict(x_test)
+    return ProbeResult(float(score(metric, pred, y_test)), metric, pred,
+                       None if regression else pred == y_test,
+                       {("alpha" if regression else "C"): best, "val_scores": val_scores,
+                        "converged": conv, "val_fraction": val_fraction}, val_scores[best])
 
 
 # ----------------------------------------------------------------------------- torch probe

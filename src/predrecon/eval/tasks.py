@@ -20,11 +20,13 @@ KINDS = ("classification", "regression", "word_similarity")
 
 @dataclass
 class Split:
-    """One split of a task. ``text_b`` is None for single-text tasks."""
+    """One split of a task. ``text_b`` is None for single-text tasks. ``groups``: an optional
+    per-row stratum name (e.g. the STS-B genre column) used by :func:`stratified_subset`."""
 
     text_a: list[str]
     labels: np.ndarray  # (n,) int64 for classification, float32 for regression/similarity
     text_b: list[str] | None = None
+    groups: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels)
@@ -32,6 +34,8 @@ class Split:
             raise ValueError(f"Split: {len(self.text_a)} texts but {len(self.labels)} labels")
         if self.text_b is not None and len(self.text_b) != len(self.text_a):
             raise ValueError(f"Split: text_a has {len(self.text_a)} rows, text_b {len(self.text_b)}")
+        if self.groups is not None and len(self.groups) != len(self.text_a):
+            raise ValueError(f"Split: text_a has {len(self.text_a)} rows, groups {len(self.groups)}")
 
     def __len__(self) -> int:
         return len(self.text_a)
@@ -43,7 +47,66 @@ class Split:
     def subset(self, idx: np.ndarray) -> "Split":
         idx = np.asarray(idx)
         return Split([self.text_a[i] for i in idx], self.labels[idx],
-                     None if self.text_b is None else [self.text_b[i] for i in idx])
+                     None if self.text_b is None else [self.text_b[i] for i in idx],
+                     None if self.groups is None else [self.groups[i] for i in idx])
+
+
+#: Seed of every reported/train subset (fixed, so that all encoders and seeds of an experiment
+#: see the same examples and their per-example vectors can be paired).
+SUBSET_SEED = 0
+
+
+def strata(split: Split, n_bins: int = 5) -> np.ndarray:
+    """Stratum of each row: ``groups`` (e.g. genre) when present, else integer class labels,
+    else (float scores) ``n_bins`` equal-width score bins over the observed range."""
+    if split.groups is not None:
+        return np.asarray(split.groups, dtype=object)
+    y = np.asarray(split.labels)
+    if y.dtype.kind in "iub":
+        return y
+    lo, hi = float(np.min(y)), float(np.max(y))
+    if hi <= lo:
+        return np.zeros(len(y), dtype=np.int64)
+    return np.clip(np.floor((y - lo) / (hi - lo) * n_bins), 0, n_bins - 1).astype(np.int64)
+
+
+def stratified_indices(keys: np.ndarray, n: int, seed: int = SUBSET_SEED) -> np.ndarray:
+    """Sorted indices of a seeded stratified sample of ``n`` rows without replacement.
+
+    Each stratum (distinct value of ``keys``) gets ``n * share`` rows rounded by largest
+    remainder, and at least one row whenever ``n >= number of strata`` (taken from the largest
+    strata), so no stratum present in the full split disappears from the subset. Rows inside a
+    stratum are drawn with ``numpy.random.default_rng(seed)``.
+    """
+    keys = np.asarray(keys)
+    total = len(keys)
+    if n < 1:
+        raise ValueError(f"max_examples/max_train must be >= 1, got {n}")
+    if n >= total:
+        return np.arange(total)
+    uniq, inv = np.unique(keys.astype(str), return_inverse=True)
+    counts = np.bincount(inv, minlength=len(uniq))
+    quota = n * counts / total
+    alloc = np.floor(quota).astype(np.int64)
+    for j in np.argsort(-(quota - alloc), kind="stable")[: n - int(alloc.sum())]:
+        alloc[j] += 1
+    if n >= len(uniq):  # every stratum keeps at least one row
+        for j in np.flatnonzero(alloc == 0):
+            donor = int(np.argmax(alloc))
+            alloc[donor] -= 1
+            alloc[j] = 1
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(np.flatnonzero(inv == j), size=int(alloc[j]), replace=False)
+              for j in range(len(uniq)) if alloc[j] > 0]
+    return np.sort(np.concatenate(picked))
+
+
+def stratified_subset(split: Split, n: int | None, seed: int = SUBSET_SEED) -> Split:
+    """``split`` itself when ``n`` is None or >= its size, else a seeded stratified subset of
+    ``n`` rows (strata from :func:`strata`; rows kept in their original order)."""
+    if n is None or n >= len(split):
+        return split
+    return split.subset(stratified_indices(strata(split), n, seed))
 
 
 @dataclass
