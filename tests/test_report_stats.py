@@ -211,3 +211,34 @@ def test_verdict_counts_an_interval_reaching_the_floor_as_at_the_floor(tmp_path)
                     for s in range(5)] for a in ("hybrid", "mlm")}
         out[name] = compare(arms, tmp_path / name / "cmp", n_null=50)["verdict"]["per_task"]["sst2"]
     assert out == {"wide": "below floor", "tight": "above floor"}
+
+
+def test_compare_renders_extras_with_the_same_rules(tmp_path):
+    """An eval dir with an extras record: compare renders the section (Markdown and HTML), the
+    extras' Spearman test has an empirical p (never 0) and no import cycle is needed."""
+    from predrecon.eval.extras import extra_record, metric_entry, save_record
+
+    rng = np.random.default_rng(9)
+    y = np.arange(N, dtype=float)
+    dirs = []
+    for name, noise in (("a", 1.0), ("b", 30.0)):
+        d = _write_eval(tmp_path / name, _values(-2.0, 10.0, 0.8), encoder=name)
+        cos = y + rng.normal(scale=noise, size=N)
+        rho = float(sps.spearmanr(cos, y).statistic)
+        rec = extra_record("similarity", name, 4, 0, {}, {
+            "spearman.s": metric_entry(rho, rho - 0.1, rho + 0.1, N, label="Spearman, s", coords={"set": "s"},
+                                       resample={"type": "spearman", "pred": "cos.s", "target": "score.s"},
+                                       examples="ex")}, {"cos.s": cos, "score.s": y})
+        save_record(rec, d / "extras" / "similarity.json")
+        dirs.append(d)
+    comp = compare(dirs, tmp_path / "cmp", n_boot=99)
+    row = comp["extras"]["comparisons"][0]
+    assert row["test"] == "paired_bootstrap(B=99)" and row["p"] == pytest.approx(1 / 100)
+    md = (tmp_path / "cmp" / "report.md").read_text()
+    assert "## Beyond the paper" in md and "Benjamini-Hochberg" in md.split("## Beyond the paper", 1)[1]
+    assert "Beyond the paper" in (tmp_path / "cmp" / "report.html").read_text()
+    import subprocess
+    import sys
+
+    code = "import sys, predrecon.eval.extras_report; print('predrecon.eval.report' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
