@@ -167,7 +167,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _out_dir(args.out)
     evaluate(args.encoder, _csv(args.tasks), _csv(args.poolings), args.out, glue_dir=args.glue_dir,
-             faithful=args.faithful, max_examples=args.max_examples, seed=args.seed, n_boot=args.n_boot)
+             faithful=args.faithful, max_examples=args.max_examples, seed=args.seed, n_boot=args.n_boot,
+             random_floor=not args.no_random_floor, floor_cache=args.floor_cache)
     print(f"[predrecon] results in {args.out}")
     return 0
 
@@ -266,13 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "'minilm' (reference all-MiniLM-L6-v2) or 'random:RUN' (same-shape floor).")
     v.add_argument("encoder")
     v.add_argument("--tasks", default="sst2,mrpc,mnli,cola,stsb", help="comma-separated task names")
-    v.add_argument("--poolings", default="mean,max,cls,weighted,attention", help="comma-separated poolings")
+    from .eval.names import DEFAULT_POOLINGS
+
+    v.add_argument("--poolings", default=",".join(DEFAULT_POOLINGS), help="comma-separated poolings")
     v.add_argument("--out", required=True)
     v.add_argument("--glue-dir", help="GLUE directory (default: $PREDRECON_GLUE_DIR or ../shared/data/glue)")
     v.add_argument("--faithful", action="store_true", help="the paper's protocol (pair string, no mask, CV on dev)")
     v.add_argument("--max-examples", type=int, default=2000, help="examples per reported split (paper: 2000)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per interval")
+    v.add_argument("--no-random-floor", action="store_true",
+                   help="skip the same-shape random-init encoder floor (evaluated by default)")
+    v.add_argument("--floor-cache", help="folder caching the random-init floor (default: OUT/random_init)")
     v.set_defaults(func=cmd_eval)
 
     c = sub.add_parser("compare", help="side-by-side report of evaluated encoders (Markdown + HTML)")

@@ -123,7 +123,9 @@ def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm"
     if not data:
         ensure_dataset(source, data_dir, progress=progress)
     tasks = tasks or default_tasks(glue_dir)
-    poolings = poolings or ["mean", "max", "cls", "weighted", "attention"]
+    from .eval.names import DEFAULT_POOLINGS
+
+    poolings = poolings or list(DEFAULT_POOLINGS)
 
     plan = [(arm, s) for arm in arm_list for s in range(seeds)]
     cfgs = {(a.name, s): arm_config(base, a, s, str(data_dir)) for a, s in plan}
@@ -150,7 +152,8 @@ def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm"
         if not (eval_dir / "summary.json").exists():
             evaluate(str(run_dir / "encoder"), tasks, poolings, eval_dir, glue_dir=glue_dir, faithful=faithful,
                      max_examples=max_examples, max_train=max_train, seed=seed, n_boot=n_boot,
-                     n_boot_geometry=n_boot_geometry, progress=progress)
+                     n_boot_geometry=n_boot_geometry, progress=progress,
+                     floor_cache=out / "random_init")  # one random-init floor per arm shape, shared by seeds
         todo = [e for e in extras if not (eval_dir / "extras" / f"{e}.json").exists()]
         if todo:
             run_extras(load_text_encoder(str(run_dir / "encoder")), eval_dir, extras=todo, seed=seed,
