@@ -4,8 +4,9 @@ import pickle
 import pytest
 import torch
 
-from predrecon.train.checkpoint import (CheckpointError, latest_valid_checkpoint, list_checkpoints,
-                                        load_checkpoint, save_checkpoint, verify_checkpoint)
+from predrecon.train.checkpoint import (CheckpointError, NonFiniteStateError, checkpoint_step,
+                                        latest_valid_checkpoint, list_checkpoints, load_checkpoint,
+                                        non_finite_tensors, save_checkpoint, state_is_finite, verify_checkpoint)
 
 
 def _save(run, step, keep=3):
@@ -73,3 +74,110 @@ def test_pickled_code_in_optimizer_file_is_refused(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="refused to load"):
         load_checkpoint(p)
     assert not (tmp_path / "PWNED").exists()
+
+
+# ------------------------------------------------------------------ pruning, finiteness, disk full
+def _corrupt(ckpt):
+    with open(ckpt / "model.safetensors", "r+b") as f:
+        f.seek(-8, 2)
+        f.write(b"\xde\xad\xbe\xef" * 2)
+
+
+def test_restart_with_all_old_checkpoints_corrupt_keeps_the_new_good_one(tmp_path):
+    for s in (15, 20):
+        _save(tmp_path, s, keep=2)
+    for p in list_checkpoints(tmp_path):
+        _corrupt(p)
+    new, _, _ = _save(tmp_path, 5, keep=2)  # a fresh start after every checkpoint failed to verify
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000005"]  # corrupt ones pruned, new kept
+    verify_checkpoint(new)
+    assert latest_valid_checkpoint(tmp_path) == new
+
+
+def test_prune_orders_by_stored_step_not_by_name(tmp_path):
+    p3, _, _ = _save(tmp_path, 3, keep=5)
+    p3.rename(p3.parent / "step_99999999")  # sorts newest by name, holds step 3
+    for s in (4, 5, 6):
+        _save(tmp_path, s, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000005", "step_00000006"]
+    assert checkpoint_step(latest_valid_checkpoint(tmp_path)) == 6
+
+
+def test_prune_skips_invalid_when_counting_and_keeps_later_stored_steps(tmp_path):
+    for s in (1, 2, 3):
+        _save(tmp_path, s, keep=5)
+    _corrupt(tmp_path / "checkpoints" / "step_00000003")
+    later, _, _ = _save(tmp_path, 9, keep=5)
+    _save(tmp_path, 4, keep=2)  # resumed from step 3's past: step 9 is another trajectory, kept
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002", "step_00000004", "step_00000009"]
+
+
+def test_state_is_finite_and_non_finite_names():
+    lin = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(lin.parameters())
+    lin(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    assert state_is_finite(lin.state_dict(), opt.state_dict(), None)
+    sd = lin.state_dict()
+    sd["bias"] = torch.tensor([0.0, float("inf")])
+    assert not state_is_finite(sd)
+    osd = opt.state_dict()
+    osd["state"][0]["exp_avg_sq"][0, 1] = float("nan")
+    assert non_finite_tensors(model=lin.state_dict(), optimizer=osd) == ["optimizer.state.0.exp_avg_sq"]
+    assert state_is_finite({"ids": torch.tensor([1, 2])})  # integer tensors are not checked
+
+
+def test_non_finite_state_is_never_saved_and_nothing_is_pruned(tmp_path):
+    for s in (1, 2):
+        _save(tmp_path, s, keep=2)
+    before = {p.name: (p / "MANIFEST.json").read_text() for p in list_checkpoints(tmp_path)}
+    lin = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        lin.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteStateError, match=r"refusing to save step 3: non-finite values \(NaN/Inf\) in model.weight"):
+        save_checkpoint(tmp_path, 3, model=lin.state_dict(), target=None, optimizer=None, state={}, keep=2)
+    assert {p.name: (p / "MANIFEST.json").read_text() for p in list_checkpoints(tmp_path)} == before
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(before)  # no temporary left
+
+
+def test_disk_full_during_save_is_one_clear_error_and_keeps_previous(tmp_path, monkeypatch):
+    import errno
+
+    import predrecon.train.checkpoint as ck
+    _save(tmp_path, 1)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ck, "save_file", full)
+    with pytest.raises(CheckpointError, match="step_00000002: disk full .* previous checkpoints are kept"):
+        _save(tmp_path, 2)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000001"]
+    verify_checkpoint(tmp_path / "checkpoints" / "step_00000001")
+
+
+def test_temporaries_of_live_or_foreign_writers_are_never_removed(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    host = socket.gethostname()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        keep = [root / f".tmp_{live.pid}@{host}~abc", root / f".tmp_{dead.pid}@other-host~abc",
+                root / f".tmp_{os.getpid()}@{host}~abc", root / ".tmp_untagged_recent"]
+        gone = root / f".tmp_{dead.pid}@{host}~abc"
+        for d in keep + [gone]:
+            d.mkdir()
+            (d / "model.safetensors").write_bytes(b"partial")
+        _save(tmp_path, 1)
+        assert all(d.is_dir() for d in keep)
+        assert not gone.exists()
+    finally:
+        live.kill()
+        live.wait()

@@ -178,7 +178,9 @@ def test_missing_truncated_or_corrupt_files_detected(tmp_path):
     data = bytearray(tokens.read_bytes())
     data[10] ^= 0xFF
     tokens.write_bytes(bytes(data))
-    TokenDataset(tmp_path / "ds")  # size unchanged: only verify notices
+    TokenDataset(tmp_path / "ds", verify=False)  # size unchanged: only the content check notices
+    with pytest.raises(DatasetError, match="train.tokens.00000.bin: sha256 mismatch"):
+        TokenDataset(tmp_path / "ds")  # the default checks content (once per unchanged file)
     with pytest.raises(DatasetError, match="sha256 mismatch"):
         TokenDataset(tmp_path / "ds", verify=True)
     tokens.write_bytes(bytes(data[:-2]))
@@ -195,3 +197,82 @@ def test_pickles_by_path(tmp_path):
     assert len(blob) < 1000  # the memory maps are not copied into the pickle
     again = pickle.loads(blob)
     assert np.array_equal(again.doc("train", 0), ds.doc("train", 0))
+
+
+# ------------------------------------------------------------------ payload verification at open
+def _resign(root, *names):
+    """Rewrite the manifest's sha256 of ``names`` so that only the content checks stand in the way."""
+    m = json.loads((root / "manifest.json").read_text())
+    for n in names:
+        m["files"][n] = sha256_file(root / n)
+    (root / "manifest.json").write_text(json.dumps(m))
+
+
+def test_random_bytes_or_zeroed_shard_never_opens_by_default(tmp_path):
+    build_tiny(tmp_path / "ds", make_docs(40))
+    shard = tmp_path / "ds" / "train.tokens.00000.bin"
+    good = shard.read_bytes()
+    TokenDataset(tmp_path / "ds")  # verified once; the cache must not hide a later change
+    rng = np.random.default_rng(0)
+    for bad in (good[:100] + rng.bytes(64) + good[164:], bytes(len(good))):
+        shard.write_bytes(bad)
+        with pytest.raises(DatasetError, match=r"train.tokens.00000.bin: sha256 mismatch"):
+            TokenDataset(tmp_path / "ds")
+    shard.write_bytes(good)
+    assert TokenDataset(tmp_path / "ds").num_docs("train") > 0
+
+
+def test_ids_outside_the_vocabulary_are_refused(tmp_path):
+    ds = build_tiny(tmp_path / "ds", make_docs(20))
+    shard = tmp_path / "ds" / "train.heads.00000.bin"
+    a = np.fromfile(shard, dtype=ds.dtype)
+    a[3] = ds.vocab_size  # one past the last id
+    a.tofile(shard)
+    _resign(tmp_path / "ds", shard.name)
+    with pytest.raises(DatasetError, match=f"train.heads.00000.bin: token id {ds.vocab_size} is outside the vocabulary"):
+        TokenDataset(tmp_path / "ds")
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "decreasing", "float"])
+def test_bad_offsets_are_one_clear_error(tmp_path, damage):
+    build_tiny(tmp_path / "ds", make_docs(20))
+    off = tmp_path / "ds" / "train.offsets.npy"
+    good = np.load(off)
+    if damage == "zeroed":
+        off.write_bytes(bytes(off.stat().st_size))
+    elif damage == "truncated":
+        off.write_bytes(off.read_bytes()[:100])
+    elif damage == "decreasing":
+        bad = good.copy()
+        bad[1], bad[2] = bad[2], bad[1]
+        np.save(off, bad)
+    else:
+        np.save(off, good.astype(np.float64))
+    _resign(tmp_path / "ds", off.name)
+    with pytest.raises(DatasetError, match=r"train.offsets.npy: (unreadable offsets|offsets do not partition|expected a 1-D int64)"):
+        TokenDataset(tmp_path / "ds", verify=False)  # structure alone catches it
+
+
+def test_disk_full_while_building_is_one_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full)
+    with pytest.raises(DatasetError, match="ds: disk full .* nothing was written"):
+        build_tiny(tmp_path / "ds", make_docs(10))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_data_verify(tmp_path, capsys):
+    from predrecon.cli import main
+
+    build_tiny(tmp_path / "ds", make_docs(10))
+    assert main(["data", "verify", str(tmp_path / "ds")]) == 0
+    assert "match their sha256" in capsys.readouterr().out
+    shard = tmp_path / "ds" / "val.tokens.00000.bin"
+    shard.write_bytes(bytes(shard.stat().st_size))
+    assert main(["data", "verify", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "val.tokens.00000.bin: sha256 mismatch" in err[0]

@@ -131,7 +131,7 @@ def test_export_round_trip(tiny_data, tmp_path):
     cfg = cfg_for(tiny_data, "train.steps=3", "optim.warmup_steps=0", "train.diag_every=0")
     train(cfg, tmp_path / "run")
     out = export_encoder(tmp_path / "run", tmp_path / "enc")
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "tokenizer.json"}
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "tokenizer.json", "MANIFEST.json"}
     enc, tok, special, mcfg = load_encoder(out)
     ckpt = list_checkpoints(tmp_path / "run")[-1]
     model = HybridModel(cfg, enc.vocab_size, special)

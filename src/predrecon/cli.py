@@ -133,6 +133,15 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    from .data.shards import TokenDataset
+
+    ds = TokenDataset(args.dir, verify=True)
+    n = len(ds.manifest.files)
+    print(f"[predrecon] {args.dir}: {n} files match their sha256; token ids < vocab {ds.vocab_size:,}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train.loop import train
 
@@ -142,6 +151,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_json())
     summary = train(cfg, args.out, resume=args.resume)
+    if summary.pop("already_finished", False):
+        print(f"[predrecon] run already finished at step {summary['step']} ({Path(args.out) / 'summary.json'}); "
+              "nothing to do (raise --steps to continue)")
+        return 0
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -235,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--doc-chars", type=int, default=512, help="characters kept per document in 'document' mode")
     b.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     b.set_defaults(func=cmd_data_build)
+    vf = dsub.add_parser("verify", help="re-hash every file of a dataset against its manifest (sha256, id range)")
+    vf.add_argument("dir", help="dataset directory")
+    vf.set_defaults(func=cmd_data_verify)
 
     t = sub.add_parser("train", help="pre-train an encoder (hybrid, mlm or jepa)",
                        description="Pre-train an encoder. A run is a preset plus KEY=VALUE overrides; the "

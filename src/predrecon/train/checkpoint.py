@@ -7,49 +7,144 @@ A checkpoint is a directory ``<run>/checkpoints/step_XXXXXXXX/`` holding
 * ``optimizer.pt``         optimizer state (tensors and numbers only; loaded with ``weights_only=True``)
 * ``rng.safetensors``      CPU (and CUDA) RNG states as uint8 tensors
 * ``state.json``           step, data-loader cursor, resolved config, extra metadata
-* ``MANIFEST.json``        sha256 of every file above — written last
+* ``MANIFEST.json``        step and sha256 of every file above — written last
 
-It is written into a temporary sibling directory and renamed into place, so a crash mid-save never
-leaves a half-written checkpoint under a valid name. Nothing is ever unpickled: tensors come from
+It is written into a temporary sibling directory (named after its writer, ``.tmp_<pid>@<host>~``),
+fsynced and renamed into place, so a crash mid-save never leaves a half-written checkpoint under a
+valid name. A state holding NaN/Inf is never saved (:class:`NonFiniteStateError`). Only after the new
+checkpoint verifies are others pruned: those that fail verification and the older ones (by the step
+stored inside, never by name or mtime) beyond ``keep``. Nothing is ever unpickled: tensors come from
 safetensors, the optimizer state through ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .rundir import owned_by_dead_writer, owner_tag
+
 MANIFEST = "MANIFEST.json"
 _PREFIX = "step_"
+_TMP = ".tmp_"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, corrupt or incompatible."""
 
 
+class NonFiniteStateError(CheckpointError):
+    """Refused to save a state holding NaN or Inf."""
+
+
+def disk_full(e: OSError) -> bool:
+    return e.errno in _DISK_FULL
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic ``renameat2(RENAME_EXCHANGE)``; False where unsupported."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    return False
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Put directory ``new`` at ``final``; an existing ``final`` is swapped out atomically where the
+    OS allows (else moved aside first) and then removed. Only for directories we wrote."""
+    if not final.exists():
+        os.replace(new, final)
+        return
+    if _exchange(new, final):
+        shutil.rmtree(new, ignore_errors=True)  # now holds the old contents
+        return
+    aside = final.parent / f"{new.name}.old"
+    os.replace(final, aside)
+    os.replace(new, final)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in root.iterdir():
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    with contextlib.suppress(OSError):  # directory fsync is not allowed everywhere
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
-def atomic_dir(final: Path, prefix: str = ".tmp_"):
-    """Yield a temporary sibling of ``final`` to fill; on success it replaces ``final`` in one
-    rename, on any error it is removed and ``final`` is left as it was."""
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+def atomic_dir(final: Path, prefix: str = _TMP) -> Iterator[Path]:
+    """Yield a temporary sibling of ``final`` (tagged with this writer's pid and host) to fill; on
+    success it is fsynced and replaces ``final`` (:func:`replace_dir`), on any error it is removed
+    and ``final`` is left as it was."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix + owner_tag(), dir=final.parent))
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        _fsync_tree(tmp)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _tensors(obj: Any, name: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(obj, torch.Tensor):
+        yield name, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{name}.{k}" if name else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{name}.{i}" if name else str(i))
+
+
+def non_finite_tensors(**parts: Any) -> list[str]:
+    """Names (``part.key``) of floating-point tensors holding NaN or Inf in nested state dicts
+    (one host sync per device)."""
+    by_dev: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for part, obj in parts.items():
+        for name, t in _tensors(obj, part):
+            if t.is_floating_point() or t.is_complex():
+                by_dev.setdefault(t.device, []).append((name, t))
+    bad = []
+    for items in by_dev.values():
+        flags = torch.stack([torch.isfinite(t.detach()).all() for _, t in items]).cpu()
+        bad += [n for (n, _), ok in zip(items, flags.tolist()) if not ok]
+    return bad
+
+
+def state_is_finite(*states: Any) -> bool:
+    """True when every floating-point tensor in ``states`` (state dicts, optimizer state dicts,
+    nested dicts/lists, ``None`` ignored) is finite. The training loop may call it before
+    :func:`save_checkpoint`, which refuses a non-finite state anyway."""
+    return not non_finite_tensors(**{f"s{i}": s for i, s in enumerate(states) if s is not None})
 
 
 def _sha256(path: Path) -> str:
@@ -103,73 +198,147 @@ def set_rng_state(st: dict[str, torch.Tensor]) -> None:
 def save_checkpoint(run_dir: str | Path, step: int, *, model: dict[str, torch.Tensor],
                     target: dict[str, torch.Tensor] | None, optimizer: dict[str, Any] | None,
                     state: dict[str, Any], keep: int = 2) -> Path:
-    """Write checkpoint ``step`` atomically under ``run_dir/checkpoints``; prune to ``keep`` newest."""
+    """Write checkpoint ``step`` atomically under ``run_dir/checkpoints``, verify it, then prune.
+
+    Raises :class:`NonFiniteStateError` (nothing written, nothing pruned) when a tensor of
+    ``model``/``target``/``optimizer`` holds NaN/Inf, and :class:`CheckpointError` when the disk is
+    full (the temporary is removed, existing checkpoints are untouched). Pruning (``keep > 0``) removes
+    checkpoints that fail verification and keeps the ``keep`` newest by stored step; checkpoints
+    with a stored step above ``step`` (another trajectory) and other live writers' temporaries are
+    never removed.
+    """
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
+    bad = non_finite_tensors(model=model, target=target, optimizer=optimizer)
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise NonFiniteStateError(f"{root}: refusing to save step {step}: non-finite values (NaN/Inf) in "
+                                  f"{', '.join(bad[:3])}{more}; the previous checkpoints are kept")
     final = root / f"{_PREFIX}{step:08d}"
-    with atomic_dir(final) as tmp:
-        save_file(_contiguous(model), str(tmp / "model.safetensors"))
-        if target is not None:
-            save_file(_contiguous(target), str(tmp / "target.safetensors"))
-        if optimizer is not None:
-            torch.save(optimizer, tmp / "optimizer.pt")
-        save_file({k: v.contiguous() for k, v in rng_state().items()}, str(tmp / "rng.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2, sort_keys=True))
-        files = sorted(p.name for p in tmp.iterdir())
-        manifest = {"step": step, "files": {n: _sha256(tmp / n) for n in files}}
-        with open(tmp / MANIFEST, "w") as f:
-            json.dump(manifest, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-    _prune(root, keep)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with atomic_dir(final) as tmp:
+            save_file(_contiguous(model), str(tmp / "model.safetensors"))
+            if target is not None:
+                save_file(_contiguous(target), str(tmp / "target.safetensors"))
+            if optimizer is not None:
+                torch.save(optimizer, tmp / "optimizer.pt")
+            save_file({k: v.contiguous() for k, v in rng_state().items()}, str(tmp / "rng.safetensors"))
+            (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2, sort_keys=True))
+            files = sorted(p.name for p in tmp.iterdir())
+            manifest = {"step": step, "files": {n: _sha256(tmp / n) for n in files}}
+            with open(tmp / MANIFEST, "w") as f:
+                json.dump(manifest, f, indent=2)
+    except OSError as e:
+        if disk_full(e):
+            raise CheckpointError(f"{final}: disk full ({os.strerror(e.errno)}) while saving the checkpoint; "
+                                  "nothing was replaced, the previous checkpoints are kept") from None
+        raise
+    verify_checkpoint(final)
+    if keep > 0:
+        _prune(root, keep, final, step)
+    _remove_dead_temporaries(root)
     return final
 
 
-def _prune(root: Path, keep: int) -> None:
-    ckpts = list_checkpoints(root.parent)
-    for p in ckpts[:-keep] if keep > 0 else []:
+def _prune(root: Path, keep: int, new: Path, step: int) -> None:
+    """Remove invalid checkpoints and the older ones beyond ``keep`` (``new`` counts as one)."""
+    older = []
+    for p in list_checkpoints(root.parent):
+        if p == new:
+            continue
+        s = checkpoint_step(p)
+        if s is None:
+            shutil.rmtree(p, ignore_errors=True)
+        elif s < step:
+            older.append(p)
+        else:
+            try:  # same or later stored step: kept unless corrupt
+                verify_checkpoint(p)
+            except CheckpointError:
+                shutil.rmtree(p, ignore_errors=True)
+    kept = 1
+    for p in reversed(older):  # newest first
+        if kept < keep:
+            try:
+                verify_checkpoint(p)
+                kept += 1
+                continue
+            except CheckpointError:
+                pass
         shutil.rmtree(p, ignore_errors=True)
-    for p in root.glob(".tmp_*"):  # leftovers of a crash mid-save
-        shutil.rmtree(p, ignore_errors=True)
+
+
+def _remove_dead_temporaries(root: Path) -> None:
+    for p in root.glob(_TMP + "*"):  # leftovers of a writer that died mid-save; never a live one's
+        if owned_by_dead_writer(p, _TMP):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step stored in a checkpoint's manifest, or None when it has no readable manifest."""
+    try:
+        step = json.loads((Path(path) / MANIFEST).read_text())["step"]
+        return int(step)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Checkpoint directories of a run, oldest first (no validity check)."""
+    """Checkpoint directories of a run, oldest first by the step stored inside (those without a
+    readable manifest first); no checksum verification."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX))
+    dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX)]
+    steps = {p: checkpoint_step(p) for p in dirs}
+    return sorted(dirs, key=lambda p: (steps[p] is not None, steps[p] or 0, p.name))
 
 
 def verify_checkpoint(path: str | Path) -> None:
-    """Raise :class:`CheckpointError` unless every file listed in the manifest matches its sha256."""
+    """Raise :class:`CheckpointError` unless every file listed in the manifest matches its sha256
+    and ``state.json`` holds the manifest's step."""
     path = Path(path)
     mf = path / MANIFEST
     if not mf.is_file():
         raise CheckpointError(f"{path}: no {MANIFEST} (incomplete or not a checkpoint)")
     try:
         manifest = json.loads(mf.read_text())
-    except json.JSONDecodeError as e:
+        files = manifest["files"]
+        if not isinstance(files, dict) or "state.json" not in files:
+            raise ValueError("no file list")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{mf}: unreadable manifest ({e})") from None
-    for name, digest in manifest.get("files", {}).items():
+    for name, digest in files.items():
         f = path / name
         if not f.is_file():
             raise CheckpointError(f"{path}: missing file {name}")
         if _sha256(f) != digest:
             raise CheckpointError(f"{path}: checksum mismatch in {name} (corrupt checkpoint)")
+    try:
+        step = json.loads((path / "state.json").read_text())["step"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}/state.json: unreadable ({e})") from None
+    if step != manifest.get("step"):
+        raise CheckpointError(f"{path}: state.json step {step} differs from the manifest's {manifest.get('step')}")
 
 
 def latest_valid_checkpoint(run_dir: str | Path) -> Path | None:
-    """Newest checkpoint whose checksums verify; corrupt ones are skipped with a warning."""
+    """Checkpoint with the highest stored step whose checksums verify; corrupt ones are skipped
+    with a warning."""
     for p in reversed(list_checkpoints(run_dir)):
         try:
             verify_checkpoint(p)
             return p
         except CheckpointError as e:
-            import warnings
-
             warnings.warn(f"skipping checkpoint: {e}", stacklevel=2)
     return None
+
+
+def _safetensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path), device=device)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
 
 
 def load_checkpoint(path: str | Path, *, verify: bool = True, map_location: str = "cpu") -> Loaded:
@@ -179,10 +348,13 @@ def load_checkpoint(path: str | Path, *, verify: bool = True, map_location: str 
         raise CheckpointError(f"{path}: no such checkpoint directory")
     if verify:
         verify_checkpoint(path)
-    state = json.loads((path / "state.json").read_text())
-    model = load_file(str(path / "model.safetensors"), device=map_location)
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}/state.json: unreadable ({e})") from None
+    model = _safetensors(path / "model.safetensors", map_location)
     tgt_file = path / "target.safetensors"
-    target = load_file(str(tgt_file), device=map_location) if tgt_file.exists() else None
+    target = _safetensors(tgt_file, map_location) if tgt_file.exists() else None
     opt_file = path / "optimizer.pt"
     optimizer = None
     if opt_file.exists():
@@ -190,5 +362,5 @@ def load_checkpoint(path: str | Path, *, verify: bool = True, map_location: str 
             optimizer = torch.load(opt_file, map_location=map_location, weights_only=True)
         except Exception as e:  # noqa: BLE001 - surface any unpickling refusal as a clear error
             raise CheckpointError(f"{opt_file}: refused to load ({e})") from None
-    rng = load_file(str(path / "rng.safetensors"))
+    rng = _safetensors(path / "rng.safetensors")
     return Loaded(path, int(state["step"]), model, target, optimizer, rng, state)

@@ -32,6 +32,7 @@ from ..data.shards import TokenDataset
 from .checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from .diagnostics import Diagnostics
 from .meta import HybridModel
+from .rundir import finished_summary, locked_run, read_jsonl
 from .tracking import Tracker
 from .schedules import linear, warmup_cosine
 
@@ -103,9 +104,8 @@ class JsonlLogger:
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
         if resume_step is not None and path.exists():
-            keep = [ln for ln in path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", -1) <= resume_step]
-            path.write_text("".join(ln + "\n" for ln in keep))
+            keep = [rec for rec in read_jsonl(path) if rec.get("step", -1) <= resume_step]
+            path.write_text("".join(json.dumps(rec) + "\n" for rec in keep))
         elif resume_step is None and path.exists():
             path.unlink()
         self._f = open(path, "a")
@@ -118,6 +118,7 @@ class JsonlLogger:
         self._f.close()
 
 
+@locked_run
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
           max_steps: int | None = None) -> dict[str, Any]:
     """Train ``cfg`` into ``out_dir``; returns a summary dict (final losses, tokens/s, ...).
@@ -174,6 +175,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
         batcher.load_state_dict(loaded.state["data"])
         set_rng_state(loaded.rng)
         start = loaded.step
+        if start >= (cfg.train.steps if max_steps is None else min(cfg.train.steps, max_steps)):
+            return finished_summary(out, start)  # nothing to do: no record appended, nothing rewritten
     elif cfg.train.init:  # a fresh run starts from the checkpoint's encoder (student and target)
         from ..interop.hf import load_init_weights
         load_init_weights(model, cfg)
