@@ -181,3 +181,23 @@ def test_temporaries_of_live_or_foreign_writers_are_never_removed(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def test_atomic_dir_never_replaces_a_directory_it_did_not_write(tmp_path):
+    from predrecon.train.checkpoint import atomic_dir
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    with pytest.raises(CheckpointError, match="mine: not empty and not written by predrecon .holds notes.txt."):
+        with atomic_dir(mine, prefix=".export_") as tmp:
+            (tmp / "model.safetensors").write_bytes(b"new")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temporary left
+    prev = tmp_path / "prev"  # a previous export (it has a manifest) is swapped whole
+    prev.mkdir()
+    (prev / "MANIFEST.json").write_text("{}")
+    with atomic_dir(prev, prefix=".export_") as tmp:
+        (tmp / "model.safetensors").write_bytes(b"new")
+    assert [p.name for p in prev.iterdir()] == ["model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "prev"]

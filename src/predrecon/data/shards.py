@@ -17,9 +17,10 @@ Empty documents (no tokens) are skipped and counted.
 
 Opening checks the structure always (every file present, shard sizes and offsets consistent with
 the manifest) and, once per process for each unchanged file, its content: the sha256 of every file
-and that every token id is below the vocabulary size (one read of the data, ~0.8 GB/s of sha256 on
-one core — about a second per GB, small beside any training run; corrupt or zeroed shards never
-train). ``predrecon data verify DIR`` runs the same full check on demand.
+and that every token id is below the vocabulary size: one read of the data at ~0.3 GB/s on one
+core (measured: 0.85 s for a 256 MB shard; 35 ms for the 4.5 MB wiki-leads set; 0.2 ms once
+verified), small beside any training run, so a corrupt or zeroed shard never trains. A cheaper
+sampled check would miss a 64-byte change. ``predrecon data verify DIR`` re-hashes on demand.
 """
 
 from __future__ import annotations

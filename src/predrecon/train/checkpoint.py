@@ -99,11 +99,28 @@ def _fsync_tree(root: Path) -> None:
             os.close(fd)
 
 
+def written_by_us(path: Path) -> bool:
+    """True when ``path`` is missing, empty, or a directory a predrecon writer made (it holds a
+    ``MANIFEST.json`` or a ``predrecon.json``): the only directories :func:`atomic_dir` replaces."""
+    if not path.exists():
+        return True
+    if not path.is_dir():
+        return False
+    return not any(path.iterdir()) or (path / MANIFEST).is_file() or (path / "predrecon.json").is_file()
+
+
 @contextlib.contextmanager
-def atomic_dir(final: Path, prefix: str = _TMP) -> Iterator[Path]:
+def atomic_dir(final: Path, prefix: str = _TMP, may_replace: Any = written_by_us) -> Iterator[Path]:
     """Yield a temporary sibling of ``final`` (tagged with this writer's pid and host) to fill; on
     success it is fsynced and replaces ``final`` (:func:`replace_dir`), on any error it is removed
-    and ``final`` is left as it was."""
+    and ``final`` is left as it was. ``final`` is replaced only when ``may_replace(final)``
+    (default :func:`written_by_us`), else :class:`CheckpointError` — nothing is written."""
+    if not may_replace(final):
+        found = sorted(p.name for p in final.iterdir()) if final.is_dir() else []
+        raise CheckpointError(f"{final}: " + (f"not empty and not written by predrecon (holds {', '.join(found[:4])}"
+                                              f"{' ...' if len(found) > 4 else ''})" if final.is_dir() else
+                                              "exists and is not a directory")
+                              + "; nothing was written — choose a new or empty directory")
     tmp = Path(tempfile.mkdtemp(prefix=prefix + owner_tag(), dir=final.parent))
     try:
         yield tmp
@@ -216,7 +233,7 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: dict[str, torch.Te
     final = root / f"{_PREFIX}{step:08d}"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with atomic_dir(final) as tmp:
+        with atomic_dir(final, may_replace=lambda p: True) as tmp:  # step_* names are ours
             save_file(_contiguous(model), str(tmp / "model.safetensors"))
             if target is not None:
                 save_file(_contiguous(target), str(tmp / "target.safetensors"))

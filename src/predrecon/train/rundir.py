@@ -189,11 +189,13 @@ class RunLock:
 def locked_run(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator for ``fn(cfg, out_dir, ...)``: refuse an ``out_dir`` that is a file, hold
     :class:`RunLock` on it for the call, and remove the directory again if the call created it
-    and fails leaving it empty."""
+    and fails leaving it empty. Under torchrun only rank 0 (the one writer) takes the lock."""
 
     @functools.wraps(fn)
     def wrapper(cfg: Any, out_dir: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Any:
         out = Path(out_dir)
+        if int(os.environ.get("RANK", "0") or 0) != 0:
+            return fn(cfg, out, *args, **kwargs)
         if out.exists() and not out.is_dir():
             from ..config import ConfigError
 
