@@ -81,9 +81,12 @@ def evals(tmp_path_factory):
     out = {}
     for name, seed in (("a", 0), ("b", 1)):
         out[name] = tmp / name
-        evaluate(tiny_encoder(seed), ["sst2", "stsb", "mrpc"], ["mean", "attention"], out[name], glue_dir=glue, **KW)
+        # one random-init floor for both (same shape): computed once, read from the shared cache
+        evaluate(tiny_encoder(seed), ["sst2", "stsb", "mrpc"], ["mean", "attention"], out[name], glue_dir=glue,
+                 floor_cache=tmp / "floors", **KW)
     out["f"] = tmp / "f"
-    evaluate(tiny_encoder(0), ["sst2", "stsb"], ["mean", "weighted"], out["f"], glue_dir=glue, faithful=True, **KW)
+    evaluate(tiny_encoder(0), ["sst2", "stsb"], ["mean", "weighted"], out["f"], glue_dir=glue, faithful=True,
+             random_floor=False, **KW)
     out["glue"] = glue
     return out
 
