@@ -277,7 +277,7 @@ def _prune(root: Path, keep: int, new: Path, step: int) -> None:
     for p in reversed(older):  # newest first
         if kept < keep:
             try:
-                verify_checkpoint(p)
+                verify_checkpoint(p, cached=True)
                 kept += 1
                 continue
             except CheckpointError:
@@ -311,10 +311,30 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(dirs, key=lambda p: (steps[p] is not None, steps[p] or 0, p.name))
 
 
-def verify_checkpoint(path: str | Path) -> None:
+_VERIFIED: set[tuple[Any, ...]] = set()  # checkpoints verified by this process, with their files' stats
+
+
+def _signature(path: Path) -> tuple[Any, ...]:
+    return (str(path.resolve()),) + tuple(sorted((p.name, st.st_size, st.st_mtime_ns, st.st_ino)
+                                                 for p in path.iterdir() for st in [p.stat()]))
+
+
+def verify_checkpoint(path: str | Path, *, cached: bool = False) -> None:
     """Raise :class:`CheckpointError` unless every file listed in the manifest matches its sha256
-    and ``state.json`` holds the manifest's step."""
+    and ``state.json`` holds the manifest's step. ``cached``: skip a checkpoint this process
+    already verified and whose files are unchanged since (size, mtime, inode)."""
     path = Path(path)
+    try:
+        sig = _signature(path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint directory ({e})") from None
+    if cached and sig in _VERIFIED:
+        return
+    _verify(path)
+    _VERIFIED.add(sig)
+
+
+def _verify(path: Path) -> None:
     mf = path / MANIFEST
     if not mf.is_file():
         raise CheckpointError(f"{path}: no {MANIFEST} (incomplete or not a checkpoint)")
