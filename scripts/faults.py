@@ -604,7 +604,8 @@ def _prune_corrupt(s: Suite):
     run = s.copy(s.run(), "prunecorrupt")  # checkpoints 3 and 6, both corrupted below
     for c in _ckpts(run):
         _scribble(c / "model.safetensors")
-    r = s.train(s.data(), run, "--steps", "5", "--resume", "auto", "train.ckpt_every=2")
+    # the restarted run's checkpoints (steps 1, 2) sort before the corrupt ones (3, 6)
+    r = s.train(s.data(), run, "--steps", "2", "--resume", "auto", "train.ckpt_every=1")
     good = [c.name for c in _ckpts(run) if _valid_ckpt(c)]
     if r.rc == 0 and not good:
         return "loss", "the new good checkpoints were pruned; only corrupt ones remain"
