@@ -7,12 +7,13 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from fixtures_data import build_tiny, make_docs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from predrecon.config import DataConfig
 from predrecon.data.batching import DocumentBatcher, PackedBatcher, iter_eval_batches, make_batcher
+
+from fixtures_data import build_tiny, make_docs
 
 
 @pytest.fixture(scope="module")

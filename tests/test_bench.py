@@ -27,7 +27,8 @@ def test_ratios_follow_from_step_times_on_a_fake_clock(monkeypatch):
 
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
     monkeypatch.setattr(bench, "_hf", lambda *a, **k: ticker("hf_bert_mlm"))
-    monkeypatch.setattr(bench, "_ours", lambda cfg, *a, **k: ticker(kinds[cfg.objective.kind, cfg.objective.student_path]))
+    monkeypatch.setattr(bench, "_ours",
+                        lambda cfg, *a, **k: ticker(kinds[cfg.objective.kind, cfg.objective.student_path]))
     out = run_bench("tiny", batch=4, seq=16, steps=3, warmup=1, rounds=2, device="cpu")
     res = out["results"]
     assert set(res) == CONTESTANTS

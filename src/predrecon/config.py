@@ -286,7 +286,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Cross-component invariants; returns self."""
         _check(self.optim.warmup_steps < self.train.steps, "optim.warmup_steps",
                f"warm-up ({self.optim.warmup_steps}) must be shorter than train.steps ({self.train.steps})")
@@ -308,7 +308,7 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         kw: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in d:

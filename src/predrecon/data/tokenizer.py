@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -45,14 +45,14 @@ class SpecialIds:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, int]) -> "SpecialIds":
+    def from_dict(cls, d: dict[str, int]) -> SpecialIds:
         try:
             return cls(**{k: int(d[k]) for k in ("pad_id", "unk_id", "cls_id", "sep_id", "mask_id")})
         except KeyError as e:
             raise TokenizerError(f"special ids: missing key {e.args[0]!r} in {d}") from None
 
     @classmethod
-    def from_tokenizer(cls, tok: Tokenizer) -> "SpecialIds":
+    def from_tokenizer(cls, tok: Tokenizer) -> SpecialIds:
         """Look the five BERT special tokens up in ``tok``; raises if one is missing."""
         ids = []
         for t in SPECIAL_TOKENS:
