@@ -32,6 +32,7 @@ import json
 import os
 import pickle
 import random
+import re
 import resource
 import shutil
 import signal
@@ -92,8 +93,9 @@ def judge_refusal(r: Result, *tokens: str) -> tuple[str, str]:
     if INTERNAL in r.err:  # an unhandled exception reported in one line is still a bug
         return "traceback", r.err[r.err.rfind(INTERNAL):].splitlines()[0][:160]
     if TRACEBACK in r.err:
-        tb = r.err[r.err.rfind(TRACEBACK):].replace("\r", "\n")
-        last = [ln for ln in tb.splitlines() if ln.strip() and not ln.startswith((" ", "\t"))][-1:] or [""]
+        tb = r.err[r.err.rfind(TRACEBACK):].replace("\r", "\n").splitlines()
+        exc = [ln for ln in tb if re.match(r"[A-Za-z_][\w.]*(Error|Exception|Exit)\b", ln)]
+        last = exc[-1:] or [ln for ln in tb if ln.strip() and not ln.startswith((" ", "\t"))][-1:] or [""]
         return "traceback", last[0][:160]
     if r.rc == 0:
         return "unclear", "accepted silently (rc 0)"
@@ -669,7 +671,14 @@ def _concurrent_train(s: Suite):
     if rcs[0] != 0:
         return "loss", f"neither finished (rc {rcs})"
     loser = ra if ra.rc != 0 else rb
-    return judge_refusal(loser, "lock", "run")
+    if not _names_lock(loser):
+        return "loss", f"the second writer was broken by the first, not refused: {loser.message}"
+    return judge_refusal(loser, "lock", "another writer")
+
+
+def _names_lock(r: Result) -> bool:
+    low = r.err.lower()
+    return "lock" in low or "another writer" in low or "in use" in low
 
 
 @case("concurrent_resume_auto", "run", "data safety")
@@ -686,7 +695,9 @@ def _concurrent_resume(s: Suite):
     if (ra.rc, rb.rc) == (0, 0) or dup:
         return "loss", f"both resumed (rc {ra.rc}, {rb.rc}); {dup} duplicate step records"
     loser = ra if ra.rc != 0 else rb
-    return judge_refusal(loser, "lock", "run")
+    if not _names_lock(loser):
+        return "loss", f"the second writer was broken by the first, not refused: {loser.message}"
+    return judge_refusal(loser, "lock", "another writer")
 
 
 # --- disk full (RLIMIT_FSIZE: writes past the limit fail with EFBIG)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -97,3 +100,21 @@ def test_special_ids_roundtrip_and_errors():
     assert sp.all() == (sp.pad_id, sp.unk_id, sp.cls_id, sp.sep_id, sp.mask_id)
     with pytest.raises(TokenizerError, match="mask_id"):
         SpecialIds.from_dict({"pad_id": 0, "unk_id": 1, "cls_id": 2, "sep_id": 3})
+
+
+def test_save_failure_names_the_file(tmp_path):
+    """A write that fails (here: RLIMIT_FSIZE, as a full disk) raises TokenizerError naming the target."""
+    code = (
+        "import resource, signal\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))\n"
+        "from predrecon.data.tokenizer import TokenizerError, save_tokenizer\n"
+        "from fixtures_data import tiny_tokenizer\n"
+        "tok = tiny_tokenizer()\n"
+        f"try:\n    save_tokenizer(tok, {str(tmp_path / 'tok.json')!r})\n"
+        "except TokenizerError as e:\n    print('REFUSED', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=str(Path(__file__).parent))
+    assert "REFUSED" in out.stdout and "tok.json" in out.stdout, out.stderr[-2000:]
+    assert not list(tmp_path.iterdir())  # no partial file left behind

@@ -168,13 +168,17 @@ def train_wordpiece(documents: Iterable[str], vocab_size: int, out_path: str | o
 
 
 def save_tokenizer(tok: Tokenizer, out_path: str | os.PathLike[str]) -> Path:
-    """Write ``tok`` as a tokenizer.json at ``out_path`` atomically (temp file + rename)."""
+    """Write ``tok`` as a tokenizer.json at ``out_path`` atomically (temp file + rename); a failed
+    write (full disk, file-size limit) raises :class:`TokenizerError` naming ``out_path``."""
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tokenizer-", suffix=".json", dir=out.parent)
     os.close(fd)
     try:
-        tok.save(tmp)
+        try:
+            tok.save(tmp)
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception (e.g. a full disk)
+            raise TokenizerError(f"{out}: cannot write the tokenizer ({e})") from None
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
