@@ -64,6 +64,26 @@ def test_auc_placements_mean_is_macro_auc():
         lx.auc_placements(s, np.zeros((80, 6)))
 
 
+def test_auc_influence_values_give_delong_variance():
+    """The variance of the mean of the per-example values is DeLong's S10/P + S01/N (population
+    form) and matches a bootstrap that recomputes the AUC, even for a rare word near AUC 1."""
+    rng = np.random.default_rng(3)
+    n = 400
+    y = np.zeros((n, 2), np.uint8)
+    y[:8, 0] = 1  # a rare word (P = 8) ...
+    y[rng.random(n) < 0.3, 1] = 1
+    s = rng.standard_normal((n, 2)) + 3.0 * y  # ... recovered almost perfectly
+    pos = y[:, 0].astype(bool)  # one word: the identity with DeLong's variance is exact
+    pe1 = lx.auc_placements(s[:, :1], y[:, :1])
+    v10 = np.array([np.mean((s[~pos, 0] < v) + 0.5 * (s[~pos, 0] == v)) for v in s[pos, 0]])
+    v01 = np.array([np.mean((s[pos, 0] > v) + 0.5 * (s[pos, 0] == v)) for v in s[~pos, 0]])
+    assert ((pe1 - pe1.mean()) ** 2).sum() / n ** 2 == pytest.approx(v10.var() / 8 + v01.var() / (n - 8), rel=1e-10)
+    pe = lx.auc_placements(s, y)  # two words: against a bootstrap that recomputes the macro-AUC
+    var_mean = ((pe - pe.mean()) ** 2).sum() / n ** 2
+    boot = [lx.macro_auc(s[i], y[i]) for i in rng.integers(0, n, (300, n))]
+    assert np.var(boot) == pytest.approx(var_mean, rel=0.35)
+
+
 def test_content_vocabulary_keeps_mid_frequency_content_words_only():
     vocab = {1: "the", 2: ",", 3: "##ing", 4: "movie", 5: "plot", 6: "rare", 7: "everywhere", 8: "ab",
              9: "[CLS]", 10: "actor"}

@@ -14,12 +14,13 @@ Probe (:func:`multilabel_probe`): standardised features, one multi-output ridge 
 of train by macro-AUC, refit on all of train, scored once on the reported split. Score:
 macro-AUC over the words with both classes in the reported split.
 
-Per-example vector (:func:`auc_placements`): DeLong placement values. For word j with P_j
-positive and N_j negative texts, a positive text's placement is the share of negatives it
-out-scores (ties 1/2) and a negative's the share of positives that out-score it; the example's
-value is ``(1/K) sum_j [y_ij n/(2 P_j) V10_ij + (1-y_ij) n/(2 N_j) V01_ij]``, whose mean over
-examples equals the macro-AUC exactly, so the usual bootstrap of a mean (and paired tests)
-apply; it linearises the AUC (DeLong et al. 1988), conditioning on the other examples' scores.
+Per-example vector (:func:`auc_placements`): the AUC's influence values from DeLong placement
+values. For word j with P_j positive and N_j negative texts (n in all), a positive text's
+placement ``V10`` is the share of negatives it out-scores (ties 1/2), a negative's ``V01`` the
+share of positives that out-score it; the example's value is ``A + (1/K) sum_j [y_ij (V10_ij -
+A_j) n / P_j + (1 - y_ij) (V01_ij - A_j) n / N_j]`` (A_j the word's AUC, A their mean). Its mean
+over examples equals the macro-AUC exactly and the variance of that mean is DeLong et al.'s
+(1988) ``S10/P + S01/N`` averaged over words, so the bootstrap of a mean and paired tests apply.
 
 Ceiling: the same probe on the true bag of words (:func:`bow_features`: wordpiece counts over
 the train vocabulary). Floors (computed by the runner): 0.5 (constant scores), a length-only
@@ -116,26 +117,25 @@ def _auc(s: np.ndarray, y: np.ndarray) -> float:
 
 
 def auc_placements(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per-example DeLong placement values (module docstring) over the columns with both
-    classes; ``mean`` of the result equals :func:`macro_auc` exactly. Shape (n,)."""
+    """Per-example influence values of the macro-AUC (module docstring) over the columns with
+    both classes; ``mean`` of the result equals :func:`macro_auc` exactly. Shape (n,)."""
     n, k = y.shape
     cols = [j for j in range(k) if 0 < y[:, j].sum() < n]
     if not cols:
         raise ValueError("auc_placements: no target word has both classes on this split")
-    out = np.zeros(n)
+    dev = np.zeros(n)
+    aucs = []
     for j in cols:
         s, pos = scores[:, j], y[:, j].astype(bool)
         r_all = rankdata(s)
-        r_pos = rankdata(s[pos])
-        r_neg = rankdata(s[~pos])
         n1, n0 = pos.sum(), (~pos).sum()
-        # positives: negatives below (ties 1/2) = (rank among all - rank among positives) / n0
-        v10 = (r_all[pos] - r_pos) / n0
-        # negatives: positives above = 1 - (rank among all - rank among negatives) / n1
-        v01 = 1.0 - (r_all[~pos] - r_neg) / n1
-        out[pos] += v10 * n / (2 * n1)
-        out[~pos] += v01 * n / (2 * n0)
-    return out / len(cols)
+        v10 = (r_all[pos] - rankdata(s[pos])) / n0  # negatives below a positive (ties 1/2)
+        v01 = 1.0 - (r_all[~pos] - rankdata(s[~pos])) / n1  # positives above a negative
+        a = float(v10.mean())  # the word's AUC (= v01.mean())
+        aucs.append(a)
+        dev[pos] += (v10 - a) * n / n1
+        dev[~pos] += (v01 - a) * n / n0
+    return float(np.mean(aucs)) + dev / len(cols)
 
 
 @dataclass
