@@ -25,6 +25,7 @@ Outputs in ``out_dir``: ``comparison.json``, ``report.md`` (figures as PNG files
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import math
@@ -208,7 +209,15 @@ def _seeds(va: list[float], vb: list[float]) -> dict:
     t = stats.welch_test(va, vb)
     out.update(value_a=sa.mean, low_a=sa.low, high_a=sa.high, value_b=sb.mean, low_b=sb.low, high_b=sb.high,
                diff=t.diff, diff_low=t.low, diff_high=t.high, p=t.p_value, test=t.method)
+    if len(va) >= 2 and len(vb) >= 2:  # the difference detectable with 80 % power, in the metric's units
+        pooled = math.sqrt(((len(va) - 1) * sa.std ** 2 + (len(vb) - 1) * sb.std ** 2) / (len(va) + len(vb) - 2))
+        out["mde"] = _effect_80(len(va), len(vb)) * pooled
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _effect_80(n_a: int, n_b: int, alpha: float = 0.05) -> float:
+    return stats.detectable_effect(n_a, n_b, alpha)
 
 
 # --------------------------------------------------------------------------- families, duplicates, floors
@@ -276,7 +285,7 @@ def _arm_estimate(entries: list[dict]) -> tuple[float, float, float]:
     return e["value"], e["low"], e["high"]
 
 
-def _verdict(runs: dict, tasks: list[str]) -> dict:
+def _verdict(runs: dict, tasks: list[str], fixed: bool = False) -> dict:
     """Per task: are all arms' headline probe scores at or below the random-init floor (the
     value or its 95 % interval reaching the floor)?"""
     metric, pooling = FLOOR_METRIC
@@ -314,7 +323,8 @@ def _verdict(runs: dict, tasks: list[str]) -> dict:
     elif "above floor" not in states:
         overall = "floors not computed: differences below are not read against a random-init floor."
     else:
-        overall = "headline rows of tasks above the random-init floor are read as findings (in their family)."
+        overall = ("headline rows of tasks above the random-init floor are read as findings (in their family)"
+                   + (f" about these networks only ({FIXED_NETWORKS})." if fixed else " about the objectives."))
     return {"per_task": per_task, "lines": lines, "overall": overall}
 
 
@@ -357,7 +367,7 @@ def _design(runs: dict, rows: list[dict], mode: str, alpha: float, n_null: int, 
                                    n_sim=n_null, seed=seed) if cols else None
         out["per_arm"][other] = {
             "n_a": na, "n_b": nb, "alpha": alpha, "m": m,
-            "effect_80": stats.detectable_effect(na, nb, alpha),
+            "effect_80": _effect_80(na, nb, alpha),
             "effect_80_holm": stats.detectable_effect(na, nb, alpha / m),
             "effect_80_student": stats.detectable_effect(na, nb, alpha, method="student") if na > 1 < nb else math.nan,
             "synthetic_null_fpr": stats.welch_power(0.0, na, nb, alpha) if na > 1 < nb else math.nan,
@@ -455,7 +465,7 @@ def compare(eval_dirs_or_groups: Sequence[str | Path] | Mapping[str, str | Path 
                 reps[id(r)] = r.pop("replicates", None)
                 rows.append(r)
     _adjust(rows, alpha)
-    verdict = _verdict(runs, sorted({k[0] for k in keys}))
+    verdict = _verdict(runs, sorted({k[0] for k in keys}), fixed=mode == "paired")
     design = _design(runs, rows, mode, alpha, n_null, seed)
     equivalence = _equivalence(rows, reps, mode, alpha)
     task_notes = {}
@@ -513,7 +523,7 @@ def _result(r: dict, comp: dict, adj_key: str) -> str:
     if pa < comp["alpha"]:
         tail = (" (FDR)" if adj_key == "q_bh" else "") + (" (fixed networks)" if comp["mode"] == "paired" else "")
         return f"significant {stats.significance_label(pa, comp['alpha'])}{tail}: {r['a']} {'>' if r['diff'] > 0 else '<'} {r['b']}"
-    return "n.s."
+    return f"n.s. (80 % power needs |diff| ≥ {stats.fmt_number(r['mde'])})" if "mde" in r else "n.s."
 
 
 def _row_cells(r: dict, comp: dict, adj_key: str) -> list[str]:
