@@ -264,9 +264,10 @@ def across_seeds(values_a: Sequence[float], values_b: Sequence[float], ci: float
     Per arm: mean with a t-interval. Between arms: Welch's t-test (scipy, unequal variances)
     and a two-sided permutation test of the mean difference (scipy.stats.permutation_test,
     exact when the number of distinct splits <= ``n_perm``). Tests need >= 2 seeds per arm
-    and are NaN otherwise. With few seeds trust the
-    permutation p-value: its smallest possible value is ``2 / C(n_a + n_b, n_a)`` (0.1 for 3
-    vs 3), and Welch's normality assumption cannot be checked.
+    and are NaN otherwise. The permutation p cannot go below ``2 / C(n_a + n_b, n_a)`` (0.1
+    for 3 vs 3, 0.008 for 5 vs 5), so it cannot pass a multiple-test correction at these
+    sizes; the report's seed test is :func:`welch_test` (calibration and power:
+    docs/statistics.md).
     """
     a = np.asarray(values_a, dtype=np.float64)
     b = np.asarray(values_b, dtype=np.float64)
