@@ -336,7 +336,7 @@ def _load_offsets(path: Path, total: int) -> np.ndarray:
     try:
         off = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise DatasetError(f"{path}: unreadable offsets array ({str(e).splitlines()[0][:100]})") from None
+        raise DatasetError(f"{path}: unreadable offsets array ({str(e).splitlines()[0].split('. ')[0][:100]})") from None
     if off.dtype != np.int64 or off.ndim != 1 or len(off) < 1:
         raise DatasetError(f"{path}: expected a 1-D int64 offsets array, found {off.dtype} {off.shape}")
     if int(off[0]) != 0 or int(off[-1]) != total or (len(off) > 1 and bool(np.any(np.diff(off) < 0))):

@@ -87,7 +87,7 @@ def _check_out(src: Path, ckpt: Path, out: Path) -> bool:
         raise ExportError(f"--out {out}: exists and is not a directory")
     o = out.resolve()
     run = ckpt.resolve().parent.parent
-    for d in {src.resolve(), ckpt.resolve(), run}:
+    for d in dict.fromkeys((run, src.resolve(), ckpt.resolve())):  # the run dir named first
         if _inside(d, o):
             raise ExportError(f"--out {out}: would replace {d}, which holds the run; choose another directory "
                               f"(default: {src / 'encoder'})")
