@@ -8,8 +8,14 @@ import pytest
 import torch
 
 from predrecon.config import ModelConfig
-from predrecon.model.encoder import (Encoder, EncoderOutput, num_parameters, padded_vocab_size,
-                                     segment_attention_mask, sincos_table)
+from predrecon.model.encoder import (
+    Encoder,
+    EncoderOutput,
+    num_parameters,
+    padded_vocab_size,
+    segment_attention_mask,
+    sincos_table,
+)
 from predrecon.presets import paper
 
 V = 50
@@ -186,3 +192,54 @@ def test_forward_traces_as_one_graph():
     seg = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
     torch.testing.assert_close(compiled(ids, segment_ids=seg).last_hidden_state,
                                enc(ids, segment_ids=seg).last_hidden_state)
+
+
+# ------------------------------------------------------------------------------ bert family
+def make_bert(seed=0, **kw) -> Encoder:
+    torch.manual_seed(seed)
+    return Encoder(small_cfg(positions="learned", family="bert", norm_eps=1e-12, **kw), V).eval()
+
+
+def test_bert_family_layout_and_hidden_states():
+    """Embedding = LN(word + type[0] + pos); each block's output is post-LN (zero mean, unit
+    variance per token at init); no final LayerNorm; hidden_states[-1] is the last block's output."""
+    enc = make_bert()
+    assert enc.norm is None and enc.type_emb.weight.shape == (2, 32) and enc.emb_norm is not None
+    assert not any(k.startswith("norm.") for k in enc.state_dict())
+    ids = torch.randint(0, V, (2, 9))
+    out = enc(ids, output_hidden_states=True)
+    emb = enc.tok_emb(ids) + enc.type_emb.weight[0] + enc.pos_emb(torch.arange(9))
+    torch.testing.assert_close(out.hidden_states[0], torch.nn.functional.layer_norm(emb, (32,), eps=1e-12))
+    for h in out.hidden_states:  # LayerNorm weight 1 / bias 0 at init
+        torch.testing.assert_close(h.mean(-1), torch.zeros(2, 9), atol=1e-5, rtol=0)
+        torch.testing.assert_close(h.var(-1, unbiased=False), torch.ones(2, 9), atol=1e-4, rtol=0)
+    blk = enc.blocks[0]
+    x = out.hidden_states[0]
+    y = blk.norm1(x + blk.attn(x))
+    torch.testing.assert_close(out.hidden_states[1], blk.norm2(y + blk.mlp(y)))
+    torch.testing.assert_close(out.hidden_states[-1], out.last_hidden_state)
+
+
+def test_bert_family_init_has_no_depth_rescaling():
+    enc = make_bert(seed=1, depth=4, dim=64, mlp_ratio=4.0)
+    stds = [b.attn.proj.weight.std().item() for b in enc.blocks]
+    assert all(abs(s - 0.02) < 0.002 for s in stds), stds  # prenorm divides block l by sqrt(2 l)
+    pre = make("learned", seed=1, depth=4, dim=64, mlp_ratio=4.0)
+    assert pre.blocks[3].attn.proj.weight.std().item() < 0.02 / math.sqrt(8) * 1.2
+
+
+def test_bert_family_segments_isolate_documents():
+    enc = make_bert()
+    ids = torch.randint(5, V, (1, 8))
+    seg = torch.tensor([[1, 1, 1, 2, 2, 2, 2, 0]])
+    pos = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 0]])
+    full = enc(ids, pos, seg).last_hidden_state
+    second = enc(ids[:, 3:7], pos[:, 3:7]).last_hidden_state
+    torch.testing.assert_close(full[:, 3:7], second, atol=1e-5, rtol=0)
+
+
+def test_family_config_is_checked():
+    with pytest.raises(ValueError, match="model.positions.*family=bert"):
+        small_cfg(family="bert")  # sincos is not BERT's
+    with pytest.raises(ValueError, match="model.family"):
+        small_cfg(family="gpt")

