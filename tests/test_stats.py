@@ -62,7 +62,7 @@ def test_paired_bootstrap_null_calibrated_and_detects_effect():
     pvals = []
     for k in range(trials):
         a, b = rng.normal(size=n), rng.normal(size=n)
-        r = st.paired_bootstrap_test(lambda i: a[i].mean(), lambda i: b[i].mean(), n,
+        r = st.paired_bootstrap_test(lambda i, a=a: a[i].mean(), lambda i, b=b: b[i].mean(), n,
                                      n_boot=200, seed=k)
         pvals.append(r.p_value)
     pvals = np.array(pvals)

@@ -25,10 +25,11 @@ import base64
 import io
 import math
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
+
 from . import stats
 from .extras import EXTRAS, load_record, spearman_rows
 from .fewshot import plot_fewshot
@@ -385,7 +386,7 @@ def _figures(result: dict, arms: list[str]) -> list[dict]:
             axes[0][0].set_ylabel("accuracy drop (clean - perturbed)")
             axes[0][0].legend()
             figs.append({"title": "Robustness: accuracy drop vs perturbation rate", "png_base64": _png(fig)})
-    for extra, prefix, key, ylabel, title in (
+    for extra, prefix, _key, ylabel, title in (
             ("crosslingual", "accuracy.", "lang", "test accuracy",
              "Cross-lingual transfer accuracy (en-trained probe)"),
             ("similarity", "spearman.", "set", "Spearman rho", "Zero-shot similarity")):

@@ -22,7 +22,8 @@ from . import stats  # noqa: E402
 
 POOLING_ORDER = ("mean", "max", "cls", "weighted", "attention")
 MARKERS = "osD^vP*Xh"
-SEMANTIC_MAIN = ("probe.glue", "semantic.probe", "semantic.sts_regressor", "semantic.cv_paper", "semantic.sts_zero_shot")
+SEMANTIC_MAIN = ("probe.glue", "semantic.probe", "semantic.sts_regressor", "semantic.cv_paper",
+                 "semantic.sts_zero_shot")
 FLOOR_STYLES = {"random_init": "solid", "majority": "dotted", "length_only": "dashed"}
 LEXICAL_MAIN = ("lexical.content_auc", "lexical.probe", "lexical.probe_paper")
 
@@ -139,7 +140,7 @@ def _probe_bars(runs, tasks, colors, path):
         any_res = next(r.results[(task, "mean")] for rs in runs.values() for r in rs if (task, "mean") in r.results)
         mets = [m for m in (_first(any_res["metrics"], SEMANTIC_MAIN), _first(any_res["metrics"], LEXICAL_MAIN),
                             "lexical.control", "linear_probe.paper") if m and m in any_res["metrics"]]
-        _bars(ax, runs, colors, mets, lambda arm, m: _arm_value(runs[arm], task, "mean", m))
+        _bars(ax, runs, colors, mets, lambda arm, m, task=task: _arm_value(runs[arm], task, "mean", m))
         for g, m in enumerate(mets):  # floors beside the scores: one short line per floor
             for k, (fl, style) in enumerate(((any_res["metrics"][m].get("floors") or {}).get(name), style)
                                             for name, style in FLOOR_STYLES.items()):
@@ -164,7 +165,8 @@ def _pooling_ablation(runs, tasks, poolings, colors, path):
             if metric is None:
                 ax.set_visible(False)
                 continue
-            _bars(ax, runs, colors, pools, lambda arm, p: _arm_value(runs[arm], task, p, metric))
+            _bars(ax, runs, colors, pools,
+                  lambda arm, p, task=task, metric=metric: _arm_value(runs[arm], task, p, metric))
             ax.set_xticklabels(pools, fontsize=8)
             ax.set_title(f"{task}: {metric}")
             ax.set_xlabel("pooling")

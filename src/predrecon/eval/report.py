@@ -29,9 +29,9 @@ import functools
 import html
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -459,7 +459,8 @@ def compare(eval_dirs_or_groups: Sequence[str | Path] | Mapping[str, str | Path 
                                  [r["metrics"][metric]["value"] for r in rb_all])
                 r = {"a": ref, "b": other, "task": task, "pooling": pooling, "metric": metric,
                      "label": entry.get("label") or metric, "better": entry.get("better"),
-                     "faithful_replica": bool(entry.get("faithful_replica")), "floors": _floors(ra_all + rb_all, metric),
+                     "faithful_replica": bool(entry.get("faithful_replica")),
+                     "floors": _floors(ra_all + rb_all, metric),
                      "family": "headline" if (metric, pooling) in head_keys else "exploratory",
                      "status_a": ra_all[0]["pooling_status"], "status_b": rb_all[0]["pooling_status"], **row}
                 reps[id(r)] = r.pop("replicates", None)
@@ -518,11 +519,13 @@ def _result(r: dict, comp: dict, adj_key: str) -> str:
     pa = r[adj_key]
     if not math.isfinite(pa):
         return "n/a"
-    if r["family"] == "headline" and adj_key == "p_holm" and comp["verdict"]["per_task"].get(r["task"]) == "below floor":
+    below = comp["verdict"]["per_task"].get(r["task"]) == "below floor"
+    if r["family"] == "headline" and adj_key == "p_holm" and below:
         return "no conclusion (at/below random-init floor)"
     if pa < comp["alpha"]:
         tail = (" (FDR)" if adj_key == "q_bh" else "") + (" (fixed networks)" if comp["mode"] == "paired" else "")
-        return f"significant {stats.significance_label(pa, comp['alpha'])}{tail}: {r['a']} {'>' if r['diff'] > 0 else '<'} {r['b']}"
+        order = ">" if r["diff"] > 0 else "<"
+        return f"significant {stats.significance_label(pa, comp['alpha'])}{tail}: {r['a']} {order} {r['b']}"
     return f"n.s. (80 % power needs |diff| ≥ {stats.fmt_number(r['mde'])})" if "mde" in r else "n.s."
 
 
@@ -587,8 +590,8 @@ def _method_notes(comp: dict) -> list[str]:
              f"Holm-corrected over {comp['n_headline_tests']} tests (p (Holm) < {a}). All results: exploratory, "
              f"Benjamini-Hochberg FDR over all {comp['n_tests']} tests (q (BH) < {a}). Exact duplicate metrics "
              "(equal values and resampled data in every run) are not tested.",
-             f"'Equal probe score' is tested two-sided (in the family) and for equivalence (TOST, margin ±{EQUIV_MARGIN} "
-             "on the task's GLUE metric, Holm over tasks).",
+             "'Equal probe score' is tested two-sided (in the family) and for equivalence (TOST, margin "
+             f"±{EQUIV_MARGIN} on the task's GLUE metric, Holm over tasks).",
              "No p-value is 0: resampling p-values are (1 + #extreme) / (B + 1), never below 1 / (B + 1); "
              f"parametric ones are floored at {stats.P_MIN_PARAMETRIC:g}.",
              "Floors (contract key 'floors'): maj = majority class, len = length-only probe, rand = same-shape "
@@ -623,7 +626,8 @@ def _blocks(comp: dict, figures: dict[str, Path], extras: dict | None) -> list[t
              math.isfinite(r["q_bh"]) and r["q_bh"] < comp["alpha"]) for r in comp["rows"]]
     fixed = comp["mode"] == "paired"
     b: list[tuple] = [("h", 1, "Encoder comparison"), ("h", 2, "Inputs"), ("ul", [
-        f"**{a}**: {', '.join(i['encoders'])} (faithful={i['faithful']}); dirs: " + ", ".join(f"`{d}`" for d in i["dirs"])
+        f"**{a}**: {', '.join(i['encoders'])} (faithful={i['faithful']}); dirs: "
+        + ", ".join(f"`{d}`" for d in i["dirs"])
         for a, i in comp["arms"].items()]),
         ("p", f"Mode: {comp['mode']} ({FIXED_NETWORKS if fixed else 'claims about objectives rest on seeds'}); "
               f"reference arm: {ref}; tasks: {', '.join(comp['tasks'])}; poolings: {', '.join(comp['poolings'])}."),

@@ -21,8 +21,8 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 from scipy import stats as sps
