@@ -141,3 +141,32 @@ def test_build_predictor_from_config():
     assert len(pred.blocks) == cfg.jepa.predictor_depth
     assert pred.mask_tokens.shape == (cfg.jepa.num_targets, cfg.jepa.predictor_dim)
     assert not pred.pos_emb.weight.requires_grad
+
+
+def _per_block_predictor() -> Predictor:
+    torch.manual_seed(0)
+    cfg = JEPAConfig(predictor_dim=16, predictor_depth=2, predictor_heads=2, predictor_mode="per_block")
+    return Predictor(12, cfg, max_len=32, num_targets=2).eval()
+
+
+def test_per_block_predictor_equals_one_pass_per_block_with_a_shared_mask_token():
+    """The reference's predictor: one shared mask token, one pass over [context, block k] per block."""
+    pred = _per_block_predictor()
+    assert pred.mask_tokens.shape == (1, 16)
+    ctx, ctx_pos, ctx_valid, tgt_pos, tgt_block, tgt_valid = inputs(B=2)
+    tgt_valid[:] = True
+    out = pred(ctx, ctx_pos, ctx_valid, tgt_pos, tgt_block, tgt_valid)
+    joint = Predictor(12, JEPAConfig(predictor_dim=16, predictor_depth=2, predictor_heads=2), 32, 1).eval()
+    joint.load_state_dict(pred.state_dict())  # same weights; with one block "joint" is one pass
+    for k in range(2):
+        cols = (tgt_block[0] == k).nonzero().squeeze(1)
+        alone = joint(ctx, ctx_pos, ctx_valid, tgt_pos[:, cols], torch.zeros_like(tgt_block[:, cols]),
+                      tgt_valid[:, cols])
+        torch.testing.assert_close(out[:, cols], alone)
+    # the joint pass lets the blocks see each other: different numbers
+    both = joint(ctx, ctx_pos, ctx_valid, tgt_pos, torch.zeros_like(tgt_block), tgt_valid)
+    assert not torch.allclose(both, out)
+    # the same position in two blocks gives the same output (no per-block token)
+    same = pred(ctx, ctx_pos, ctx_valid, torch.tensor([[7, 7]] * 2), torch.tensor([[0, 1]] * 2),
+                torch.ones(2, 2, dtype=torch.bool))
+    torch.testing.assert_close(same[:, 0], same[:, 1])

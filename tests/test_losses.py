@@ -186,3 +186,33 @@ def test_instance_norm_targets_use_only_real_tokens():
                                atol=1e-3, rtol=1e-3)
     with pytest.raises(ValueError, match="target norm"):
         build_targets((h,), 1, norm="batch")
+
+
+def test_instance_norm_per_document_equals_the_document_alone():
+    """Packed rows: with segment ids every document is normalised with its own statistics, exactly
+    as if it were alone in its row; padding never enters them."""
+    from predrecon.objectives.jepa import instance_norm_tokens
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        lens = torch.randint(1, 9, (int(torch.randint(1, 4, (1,), generator=g)),), generator=g).tolist()
+        T = sum(lens) + 3
+        h = torch.randn(1, T, 5, generator=g) * 2 + torch.randn(1, 1, 5, generator=g) * 10
+        seg = torch.zeros(1, T, dtype=torch.long)
+        start = 0
+        for s, n in enumerate(lens, 1):
+            seg[0, start:start + n] = s
+            start += n
+        h[0, start:] += 1e3 * trial  # padding: any value
+        real = seg > 0
+        out = instance_norm_tokens(h, real, segments=seg)
+        start = 0
+        for n in lens:
+            doc = h[:, start:start + n]
+            alone = instance_norm_tokens(doc, torch.ones(1, n, dtype=torch.bool))
+            torch.testing.assert_close(out[:, start:start + n], alone, atol=1e-5, rtol=1e-5)
+            start += n
+        if len(lens) > 1:  # the row-wide statistics differ: the test can fail
+            assert not torch.allclose(out[real], instance_norm_tokens(h, real)[real], atol=1e-3)
+    t = build_targets((h,), 1, norm="instance", token_mask=real, segments=seg)
+    torch.testing.assert_close(t, instance_norm_tokens(h, real, segments=seg))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -276,3 +277,97 @@ def test_separate_path_leaves_targets_to_mlm_only():
     # targets are not [MASK]ed: the corrupted ids come from MLM alone (same count as pure MLM)
     assert (sep["mlm_input_ids"] != rows["input_ids"]).sum() <= (sep["mlm_labels"] != -100).sum()
     assert sep["mlm_index"].shape == mlm_only["mlm_index"].shape
+
+
+# --- arms that differ in one thing: mlm-matched ----------------------------------------------------
+
+def _mlm_collator(blocks, seed=0, **mlm):
+    return Collator(MLMConfig(jepa_blocks=blocks, **mlm), JEPAConfig(), ObjectiveConfig(kind="mlm"), SP, V, seed)
+
+
+@pytest.mark.parametrize("step", [0, 7, 123])
+def test_mlm_matched_student_input_is_the_hybrids(step):
+    rows = _rows([[50, 20], [70], [9, 9, 30], [3]], T=80, seed=step)
+    hyb = _collator("hybrid", "shared", seed=2)(rows, step)
+    matched = _mlm_collator("mask", seed=2)(rows, step)
+    assert set(matched) == BASE | MLM_KEYS  # no JEPA keys: no JEPA loss
+    assert torch.equal(matched["mlm_input_ids"], hyb["mlm_input_ids"])
+    assert torch.equal(matched["mlm_index"], hyb["mlm_index"]) and torch.equal(matched["mlm_labels"], hyb["mlm_labels"])
+    plain = _mlm_collator("off", seed=2)(rows, step)
+    assert (plain["mlm_input_ids"] == SP.mask_id).sum() < (matched["mlm_input_ids"] == SP.mask_id).sum()
+
+
+def test_mlm_matched_predict_adds_the_blocks_to_the_mlm_targets():
+    rows = _rows([[50, 20], [70]], T=80, seed=4)
+    hyb = _collator("hybrid", "shared", seed=5)(rows, 1)
+    pred = _mlm_collator("predict", seed=5)(rows, 1)
+    assert torch.equal(pred["mlm_input_ids"], hyb["mlm_input_ids"])
+    for b in range(2):
+        want = set(hyb["mlm_index"][b][hyb["mlm_labels"][b] != -100].tolist())
+        want |= set(hyb["tgt_index"][b][hyb["tgt_valid"][b]].tolist())
+        got = pred["mlm_index"][b][pred["mlm_labels"][b] != -100]
+        assert got.tolist() == sorted(want)
+        assert torch.equal(pred["mlm_labels"][b][pred["mlm_labels"][b] != -100], rows["input_ids"][b, got])
+
+
+def test_corruption_rates_of_the_arms():
+    """Plain MLM alters prob x (mask + random x (1 - 1/|pool|)) of the real tokens; the hybrid and
+    mlm-matched alter the same, much larger, fraction on the same rows."""
+    from predrecon.data.masking import corruption_rates
+
+    g = torch.Generator().manual_seed(0)
+    docs = [[int(n) for n in torch.randint(20, 60, (2,), generator=g)] for _ in range(64)]
+    rows = _rows(docs, T=128, seed=1)
+    rates = {}
+    for name, col in (("mlm", _mlm_collator("off")), ("matched", _mlm_collator("mask")),
+                      ("hybrid", _collator("hybrid", "shared"))):
+        r = [corruption_rates(col(rows, s), SP) for s in range(8)]
+        rates[name] = (np.mean([x["altered"] for x in r]), np.mean([x["masked"] for x in r]), r[0]["tokens"])
+    n = rates["mlm"][2] * 8
+    cfg = MLMConfig()
+    want = cfg.prob * (cfg.mask_frac + cfg.random_frac * (1 - 1 / (V - 5)))
+    assert abs(rates["mlm"][0] - want) < 4 * np.sqrt(want * (1 - want) / n) + 0.005  # + rounding of k per row
+    assert abs(rates["mlm"][1] - cfg.prob * cfg.mask_frac) < 0.01
+    assert rates["matched"][:2] == rates["hybrid"][:2]  # identical draws
+    assert rates["hybrid"][1] > 0.35  # 2 blocks of 10-25 % (overlapping) + 15 % MLM
+
+
+# --- the reference sampler in the collator --------------------------------------------------------
+
+def test_reference_collator_layout_and_positions():
+    rows = _rows([[40], [100], [10]], T=128, seed=2)
+    col = Collator(MLMConfig(), JEPAConfig(sampler="reference", max_tokens=512, context_scale=(0.65, 0.85)),
+                   ObjectiveConfig(kind="hybrid", student_path="separate"), SP, V, seed=1)
+    batch = col(rows, 3)
+    assert set(batch) == BASE | MLM_KEYS | JEPA_KEYS | {"tgt_real"}
+    seg, pos = rows["segment_ids"], batch["position_ids"]
+    assert torch.equal(pos[seg > 0], rows["position_ids"][seg > 0])
+    assert torch.equal(pos, torch.arange(128).expand(3, 128))  # padding slots at their slot index
+    assert batch["tgt_valid"].all() and (batch["tgt_index"][~batch["tgt_real"]] == 0).all()
+    assert torch.equal(batch["mlm_input_ids"][seg == 0], rows["input_ids"][seg == 0])
+    again = col(rows, 3)
+    assert all(torch.equal(batch[k], again[k]) for k in batch)  # a function of (seed, step): exact resume
+    shared = Collator(MLMConfig(), col.jepa_cfg, ObjectiveConfig(kind="hybrid"), SP, V, seed=1)(rows, 3)
+    real = maskable_positions(rows["input_ids"], seg, SP)
+    tr = batch["tgt_real"]
+    rr = torch.arange(3)[:, None].expand_as(tr)
+    hit = torch.zeros_like(real)
+    hit[rr[tr], batch["tgt_index"][tr]] = True
+    assert (hit & ~real).any()  # some drawn target slots lie on [PAD] ...
+    assert (shared["mlm_input_ids"][hit & real] == SP.mask_id).all()  # real ones are [MASK]ed in the shared path
+    assert (shared["mlm_input_ids"][~real] == rows["input_ids"][~real]).all()  # [CLS]/[SEP]/[PAD] never
+
+
+def test_config_checks_for_arms_and_samplers():
+    from predrecon.config import ConfigError, apply_overrides
+    from predrecon.presets import apply_faithful, debug
+
+    with pytest.raises(ConfigError, match="mlm.jepa_blocks"):
+        apply_overrides(debug(), ["mlm.jepa_blocks=mask"])  # hybrid
+    assert apply_overrides(debug(), ["objective.kind=mlm", "mlm.jepa_blocks=predict"]).mlm.jepa_blocks == "predict"
+    with pytest.raises(ConfigError, match="jepa.sampler"):
+        apply_overrides(debug(), ["jepa.sampler=reference"])  # packed rows
+    with pytest.raises(ConfigError, match="jepa.sampler"):
+        apply_overrides(debug(), ["jepa.sampler=paper"])
+    f = apply_faithful(debug())
+    assert (f.jepa.sampler, f.jepa.predictor_mode) == ("reference", "per_block")

@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "intervals and tests. Re-running the same command resumes.")
     x.add_argument("--preset", default="tiny", help="debug | tiny | paper | base")
     x.add_argument("--arms", default="hybrid,mlm",
-                   help="comma-separated: hybrid[:BALANCER], mlm, jepa, mlm-flops (MLM with the hybrid's FLOPs)")
+                   help="comma-separated: hybrid[:BALANCER], mlm, jepa, mlm-flops (MLM with the hybrid's FLOPs), "
+                        "mlm-matched[:predict] (MLM with the hybrid's corruption: its JEPA blocks [MASK]ed)")
     x.add_argument("--seeds", type=int, default=5, help="seeds per arm (docs/statistics.md: power)")
     x.add_argument("--out", required=True)
     x.add_argument("--data", help="existing dataset dir (default: build OUT/data from --source)")

@@ -117,10 +117,16 @@ class MLMConfig:
     span: bool = False  # span masking (geometric span lengths) instead of i.i.d. tokens
     mean_span: float = 3.0
     tie_decoder: bool = False  # tie the decoder to the input embedding (paper: untied)
+    # objective kind "mlm" only (the mlm-matched arm): "mask" = the JEPA sampler's target blocks are
+    # [MASK]ed in the student input as in the hybrid's shared path, without a JEPA loss;
+    # "predict" = also predicted by MLM; "off" = plain MLM
+    jepa_blocks: str = "off"
 
     def __post_init__(self) -> None:
         _finite(self, "mlm")
         _check(0.0 < self.prob < 1.0, "mlm.prob", f"must be in (0, 1), got {self.prob}")
+        _check(self.jepa_blocks in ("off", "mask", "predict"), "mlm.jepa_blocks",
+               f"must be off|mask|predict, got {self.jepa_blocks!r}")
         _check(self.mask_frac >= 0 and self.random_frac >= 0 and self.mask_frac + self.random_frac <= 1.0,
                "mlm.mask_frac", "mask_frac + random_frac must be <= 1")
         _check(self.mean_span >= 1.0, "mlm.mean_span", "must be >= 1")
@@ -132,6 +138,12 @@ class JEPAConfig:
     target_scale: tuple[float, float] = (0.10, 0.25)  # fraction of the reference length per target block
     context_scale: tuple[float, float] = (0.85, 1.0)  # fraction kept as context (before removing targets)
     min_keep: int = 4  # minimum number of context tokens
+    # block sampler (registry in data/samplers.py): "ours" = per document in packed rows;
+    # "reference" = the reference code's rule, literally (faithful; docs/faithful.md)
+    sampler: str = "ours"
+    # "joint": one predictor pass over all target blocks, one mask token per block;
+    # "per_block": the reference's one pass per target block with one shared mask token
+    predictor_mode: str = "joint"
     # faithful quirks (each documented in docs/faithful.md):
     size_reference: str = "length"  # "length" = each sequence's real length; "max_tokens" = paper (512)
     max_tokens: int = 512
@@ -168,6 +180,10 @@ class JEPAConfig:
         lo, hi = self.context_scale
         _check(0 < lo <= hi <= 1, "jepa.context_scale", f"need 0 < lo <= hi <= 1, got {self.context_scale}")
         _check(self.min_keep >= 1, "jepa.min_keep", "must be >= 1")
+        _check(self.sampler in ("ours", "reference"), "jepa.sampler",
+               f"must be ours|reference, got {self.sampler!r}")
+        _check(self.predictor_mode in ("joint", "per_block"), "jepa.predictor_mode",
+               f"must be joint|per_block, got {self.predictor_mode!r}")
         _check(self.size_reference in ("length", "max_tokens"), "jepa.size_reference",
                f"must be 'length' or 'max_tokens', got {self.size_reference!r}")
         _check(self.target_layers >= 1, "jepa.target_layers", "must be >= 1")
@@ -298,6 +314,10 @@ class RunConfig:
         if self.objective.kind != "mlm":
             _check(self.jepa.min_keep < self.data.seq_len, "jepa.min_keep",
                    f"min_keep={self.jepa.min_keep} must be < data.seq_len={self.data.seq_len}")
+        _check(self.mlm.jepa_blocks == "off" or self.objective.kind == "mlm", "mlm.jepa_blocks",
+               f"{self.mlm.jepa_blocks!r} needs objective.kind=mlm (the hybrid masks its blocks itself)")
+        _check(self.jepa.sampler != "reference" or self.data.mode == "document", "jepa.sampler",
+               "'reference' works on one document per row: needs data.mode=document")
         return self
 
     # --- serialisation -------------------------------------------------------------------

@@ -4,8 +4,18 @@
     predrecon experiment --preset tiny --arms hybrid,mlm --seeds 3 --out runs/exp
 
 Arms: ``hybrid`` (default balancer; ``hybrid:sigmoid``, ``hybrid:fixed`` ... pick another), ``mlm``,
-``jepa``, and ``mlm-flops`` — MLM trained for as many FLOPs as the hybrid spends (a hybrid step
-costs more: target pass, predictor, and in the ``separate`` path a second student pass).
+``jepa``, ``mlm-flops`` — MLM trained for as many FLOPs as the hybrid spends (a hybrid step
+costs more: target pass, predictor, and in the ``separate`` path a second student pass) — and
+``mlm-matched`` — MLM whose student input is corrupted exactly like the hybrid's: the same JEPA
+sampler draws the same target blocks, which are ``[MASK]``ed (``mlm.jepa_blocks=mask``), and MLM
+draws its positions from the rest; only the JEPA loss is missing. ``mlm-matched:predict`` also
+makes the MLM head predict the block tokens. On the same rows, seed and step the student input of
+``mlm-matched`` is identical to the shared-path hybrid's.
+
+Before training, each arm's corruption rate (fraction of real, non-special input tokens the
+student sees altered, and the ``[MASK]`` fraction; measured on the arm's first training batches)
+and its FLOPs per token (:func:`matmul_flops_per_token`) go to ``arms.json`` and head the
+report's ``summary.md``.
 
 Re-running the same command skips finished arms (a ``summary.json`` at the configured step count
 and a finished evaluation) and resumes interrupted ones from their newest valid checkpoint.
@@ -23,14 +33,16 @@ from typing import Any
 from .config import ConfigError, RunConfig, apply_overrides
 from .presets import apply_faithful, get_preset
 
-ARM_KINDS = ("hybrid", "mlm", "jepa", "mlm-flops")
+ARM_KINDS = ("hybrid", "mlm", "jepa", "mlm-flops", "mlm-matched")
+MATCHED_MODES = ("mask", "predict")  # mlm-matched:MODE -> mlm.jepa_blocks
 
 
 @dataclass
 class Arm:
     name: str  # as given, e.g. "hybrid:sigmoid"
-    kind: str  # hybrid | mlm | jepa | mlm-flops
+    kind: str  # hybrid | mlm | jepa | mlm-flops | mlm-matched
     balancer: str | None = None
+    blocks: str | None = None  # mlm-matched: mask | predict
 
     @property
     def dirname(self) -> str:
@@ -42,36 +54,59 @@ def parse_arms(spec: str | list[str]) -> list[Arm]:
     names = spec.split(",") if isinstance(spec, str) else list(spec)
     arms, seen = [], set()
     for raw in (n.strip() for n in names if n.strip()):
-        kind, _, bal = raw.partition(":")
+        kind, _, opt = raw.partition(":")
         if kind not in ARM_KINDS:
-            raise ConfigError(f"--arms: unknown arm {raw!r} (known: {', '.join(ARM_KINDS)}; hybrid:BALANCER)")
-        if bal and kind != "hybrid":
+            raise ConfigError(f"--arms: unknown arm {raw!r} (known: {', '.join(ARM_KINDS)}; hybrid:BALANCER, "
+                              f"mlm-matched:{'|'.join(MATCHED_MODES)})")
+        if kind == "mlm-matched":
+            if opt and opt not in MATCHED_MODES:
+                raise ConfigError(f"--arms: {raw!r}: mlm-matched takes {'|'.join(MATCHED_MODES)}")
+        elif opt and kind != "hybrid":
             raise ConfigError(f"--arms: {raw!r}: only hybrid takes a balancer")
         if raw in seen:
             raise ConfigError(f"--arms: {raw!r} given twice")
         seen.add(raw)
-        arms.append(Arm(raw, kind, bal or None))
+        if kind == "mlm-matched":
+            arms.append(Arm(raw, kind, None, opt or "mask"))
+        else:
+            arms.append(Arm(raw, kind, opt or None))
     if not arms:
         raise ConfigError("--arms: no arm given")
     return arms
 
 
 def matmul_flops_per_token(cfg: RunConfig, kind: str) -> float:
-    """Approximate training FLOPs per input token of one step (2 FLOPs per multiply-add; a
-    backward pass costs twice its forward). Counts the dense matmuls and attention scores of
-    every encoder/predictor pass the objective runs; ignores norms and softmax."""
+    """Analytic training FLOPs per input token of one step (2 FLOPs per multiply-add; a backward
+    pass costs twice its forward, so a trained pass counts 3x, the no-grad target pass 1x).
+
+    Counted: the dense matmuls of every encoder block (qkv, output projection, MLP) and the
+    attention scores/values (``2 * 2 * T * d`` per token and layer, T = ``data.seq_len``); the MLM
+    head (``Linear(d, d)`` + decoder ``d x V``) on the selected fraction of tokens (``mlm.prob``,
+    plus the target fraction for ``mlm-matched`` with ``mlm.jepa_blocks=predict``); the predictor's
+    in/out projections and blocks on its slots per input token — context fraction (once per
+    target block with ``jepa.predictor_mode=per_block``) plus target fraction
+    (``num_targets * mean(target_scale)``, at most 1); in the ``separate`` path a context pass of
+    ``mean(context_scale)`` of the tokens. Ignored: embeddings, norms, softmax, the optimiser.
+    ``kind``: hybrid | mlm | mlm-flops | mlm-matched | jepa."""
     m, t = cfg.model, cfg.data.seq_len
     d, hidden = m.dim, int(m.dim * m.mlp_ratio)
     block = 2 * (4 * d * d + 2 * d * hidden) + 2 * 2 * t * d  # per token, forward
     enc_fwd = m.depth * block
-    mlm_head = cfg.mlm.prob * 2 * (d * d + d * max(m.vocab_size, 1))
-    if kind in ("mlm", "mlm-flops"):
-        return 3 * (enc_fwd + mlm_head)
     j = cfg.jepa
-    pd, ph = j.predictor_dim, int(j.predictor_dim * 4)
-    pred = 2 * (d * pd + pd * d) + j.predictor_depth * (2 * (4 * pd * pd + 2 * pd * ph) + 2 * 2 * t * pd)
-    target = enc_fwd  # forward only, no backward
+    tgt_frac = min(1.0, j.num_targets * sum(j.target_scale) / 2)
+    head_frac = cfg.mlm.prob
+    if kind == "mlm-matched" and cfg.mlm.jepa_blocks == "predict":
+        head_frac = min(1.0, head_frac + tgt_frac)
+    mlm_head = head_frac * 2 * (d * d + d * max(m.vocab_size, 1))
+    if kind in ("mlm", "mlm-flops", "mlm-matched"):
+        return 3 * (enc_fwd + mlm_head)
     ctx_frac = sum(j.context_scale) / 2
+    if j.context_excludes_targets:
+        ctx_frac = max(0.0, ctx_frac - tgt_frac)
+    slots = ctx_frac * (j.num_targets if j.predictor_mode == "per_block" else 1) + tgt_frac
+    pd, ph = j.predictor_dim, int(j.predictor_dim * 4)
+    pred = slots * (2 * (d * pd + pd * d) + j.predictor_depth * (2 * (4 * pd * pd + 2 * pd * ph) + 2 * 2 * t * pd))
+    target = enc_fwd  # forward only, no backward
     if kind == "jepa":
         return 3 * (ctx_frac * enc_fwd + pred) + target
     if cfg.objective.student_path == "shared":
@@ -79,20 +114,70 @@ def matmul_flops_per_token(cfg: RunConfig, kind: str) -> float:
     return 3 * (enc_fwd + mlm_head + ctx_frac * enc_fwd + pred) + target
 
 
-def arm_config(base: RunConfig, arm: Arm, seed: int, data: str) -> RunConfig:
+def arm_config(base: RunConfig, arm: Arm, seed: int, data: str, vocab_size: int | None = None) -> RunConfig:
     """The run config of one (arm, seed): same data, steps and batch for every arm, except
-    ``mlm-flops`` whose step count is scaled to the hybrid's FLOPs."""
+    ``mlm-flops`` whose step count is scaled to the hybrid's FLOPs; ``mlm-matched`` is objective
+    ``mlm`` with ``mlm.jepa_blocks`` = its mode (the base config's sampler and JEPA sizes).
+    ``vocab_size`` (the dataset's) sizes the MLM head in the FLOP count when the base config
+    leaves ``model.vocab_size`` at 0."""
     cfg = RunConfig.from_dict(base.to_dict())
-    kind = "mlm" if arm.kind == "mlm-flops" else arm.kind
-    ov = [f"objective.kind={kind}", f"train.seed={seed}", f"data.path={data}"]
+    kind = "mlm" if arm.kind in ("mlm-flops", "mlm-matched") else arm.kind
+    ov = [f"objective.kind={kind}", f"train.seed={seed}", f"data.path={data}",
+          f"mlm.jepa_blocks={arm.blocks if arm.kind == 'mlm-matched' else 'off'}"]
     if arm.balancer:
         ov.append(f"objective.balancer={arm.balancer}")
     cfg = apply_overrides(cfg, ov)
     if arm.kind == "mlm-flops":
-        ratio = matmul_flops_per_token(base, "hybrid") / matmul_flops_per_token(base, "mlm")
+        sized = base
+        if vocab_size and not base.model.vocab_size:
+            sized = RunConfig.from_dict(base.to_dict())
+            sized.model.vocab_size = int(vocab_size)
+        ratio = matmul_flops_per_token(sized, "hybrid") / matmul_flops_per_token(sized, "mlm")
         steps = int(math.ceil(base.train.steps * ratio))
         cfg = apply_overrides(cfg, [f"train.steps={steps}"])
     return cfg
+
+
+def measure_arm(cfg: RunConfig, data: str | Path, batches: int = 8) -> dict[str, float]:
+    """Corruption of the student's input and cost of one arm's run config, measured on its first
+    ``batches`` training batches (the batcher and collator the trainer builds, steps 0..batches-1):
+    ``altered`` / ``masked`` — fractions of the real, non-special input tokens changed / ``[MASK]``
+    in the student's full-sequence input ``mlm_input_ids`` (the shared pass; in the ``separate``
+    path the MLM pass, whose context pass sees the context block instead)
+    (:func:`predrecon.data.masking.corruption_rates`, token-weighted over the batches);
+    ``flops_per_token`` — :func:`matmul_flops_per_token` with the dataset's vocabulary;
+    ``train_flops`` = that x tokens per step (batch x seq_len) x steps."""
+    from .data.batching import make_batcher
+    from .data.masking import Collator, corruption_rates
+    from .data.shards import TokenDataset
+
+    ds = TokenDataset(data)
+    batcher = make_batcher(ds, cfg.data, "train", cfg.train.batch_size, cfg.train.seed)
+    col = Collator(cfg.mlm, cfg.jepa, cfg.objective, ds.special_ids, ds.vocab_size, cfg.train.seed)
+    n = altered = masked = 0.0
+    for step in range(batches):
+        r = corruption_rates(col(next(batcher), step), ds.special_ids)
+        n, altered, masked = n + r["tokens"], altered + r["altered"] * r["tokens"], masked + r["masked"] * r["tokens"]
+    sized = RunConfig.from_dict(cfg.to_dict())
+    if not sized.model.vocab_size:
+        sized.model.vocab_size = ds.vocab_size
+    kind = "mlm-matched" if cfg.objective.kind == "mlm" and cfg.mlm.jepa_blocks != "off" else cfg.objective.kind
+    fpt = matmul_flops_per_token(sized, kind)
+    return {"altered": altered / max(n, 1.0), "masked": masked / max(n, 1.0), "tokens_measured": n,
+            "flops_per_token": fpt, "steps": cfg.train.steps,
+            "train_flops": fpt * cfg.train.batch_size * cfg.data.seq_len * cfg.train.steps}
+
+
+def arms_table(stats: dict[str, dict[str, float]]) -> str:
+    """Markdown table of :func:`measure_arm` results, one row per arm."""
+    lines = ["Arms: corruption = fraction of real (non-special) input tokens the student sees altered "
+             "([MASK] or another token) / as [MASK], measured on each arm's first training batches; "
+             "FLOPs per token are analytic (matmuls + attention, backward = 2x forward).", "",
+             "| arm | corrupted | [MASK] | MFLOPs/token | steps | train TFLOPs |", "|---|---:|---:|---:|---:|---:|"]
+    for name, r in stats.items():
+        lines.append(f"| {name} | {100 * r['altered']:.1f} % | {100 * r['masked']:.1f} % | "
+                     f"{r['flops_per_token'] / 1e6:.2f} | {int(r['steps'])} | {r['train_flops'] / 1e12:.2f} |")
+    return "\n".join(lines) + "\n\n"
 
 
 def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm", seeds: int = 5,
@@ -128,8 +213,13 @@ def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm"
     poolings = poolings or list(DEFAULT_POOLINGS)
 
     plan = [(arm, s) for arm in arm_list for s in range(seeds)]
-    cfgs = {(a.name, s): arm_config(base, a, s, str(data_dir)) for a, s in plan}
+    from .data.shards import TokenDataset
+
+    vocab = TokenDataset(data_dir).vocab_size
+    cfgs = {(a.name, s): arm_config(base, a, s, str(data_dir), vocab_size=vocab) for a, s in plan}
     total_steps = sum(c.train.steps for c in cfgs.values())
+    arm_stats = {a.name: measure_arm(cfgs[(a.name, 0)], data_dir) for a in arm_list}
+    (out / "arms.json").write_text(json.dumps(arm_stats, indent=2))
     (out / "experiment.json").write_text(json.dumps({
         "preset": preset, "arms": [a.name for a in arm_list], "seeds": seeds, "data": str(data_dir),
         "tasks": tasks, "poolings": poolings, "overrides": overrides or [], "faithful": faithful}, indent=2))
@@ -162,7 +252,7 @@ def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm"
         done_steps += cfg.train.steps
     report_dir = out / "report"
     comparison = compare(groups, report_dir, n_boot=n_boot, n_boot_geometry=n_boot_geometry)
-    (report_dir / "summary.md").write_text(summary_table(comparison))
+    (report_dir / "summary.md").write_text(arms_table(arm_stats) + summary_table(comparison))
     _say(progress, f"[predrecon] experiment done in {_fmt_s(time.perf_counter() - t0)}; "
                    f"report: {report_dir / 'report.html'}")
     return comparison

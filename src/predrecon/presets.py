@@ -84,7 +84,9 @@ def apply_faithful(cfg: RunConfig) -> RunConfig:
     cfg.faithful = True
     cfg.data.mode = "document"
     cfg.data.doc_chars = 512
-    cfg.jepa.size_reference = "max_tokens"
+    cfg.jepa.sampler = "reference"  # the reference's block rule, literally (data/samplers.py)
+    cfg.jepa.predictor_mode = "per_block"  # one shared mask token, one predictor pass per block
+    cfg.jepa.size_reference = "max_tokens"  # with tail_blocks, context_excludes_targets: `ours` only
     cfg.jepa.max_tokens = 512
     cfg.jepa.tail_blocks = True
     cfg.jepa.target_scale = (0.10, 0.25)

@@ -9,20 +9,22 @@ with ``span=True``, as contiguous spans of geometric length (mean ``mean_span``)
 positions ``mask_frac`` become ``[MASK]``, ``random_frac`` a uniformly drawn non-special token and
 the rest stay unchanged (each position draws independently).
 
-**JEPA** (:func:`jepa_blocks`) works on the row's maskable positions taken as one sequence of
-length L ("compact coordinates"; in packed rows the documents' tokens are simply concatenated),
-and the collator maps the result back to row positions. Per row: ``num_targets`` target blocks
-and one context block. Sizes are fractions (uniform in ``target_scale`` / ``context_scale``) of L
-(``size_reference='length'``) or of ``max_tokens`` clipped to L (``'max_tokens'``, the paper).
-Starts are uniform over the valid range, or such that every block ends at L (``tail_blocks``, the
-paper). Target blocks may overlap each other (as in I-JEPA); an overlapped position appears once
-per block. With ``context_excludes_targets`` (default) every target position is removed from the
-context and, if fewer than ``min_keep`` context tokens remain, all target blocks are shrunk from
-their end one token at a time (block 0 keeps at least one token, the others may vanish) until
-they do; the context block itself is at least ``min(min_keep + 1, L)`` long, so ``min_keep`` holds
-for every row with ``L >= min_keep + 1``. Rows with ``L < min_keep + 1`` get no targets and their
-whole sequence as context. Without ``context_excludes_targets`` (the paper) the context block
-keeps the targets inside it.
+**JEPA** blocks come from the sampler named by ``jepa.sampler`` (registry in
+:mod:`predrecon.data.samplers`: ``ours`` per document, ``reference`` the reference code's literal
+rule). The ``ours`` rule (:func:`jepa_blocks`) works on one document's maskable positions taken
+as a sequence of length L ("compact coordinates"); in packed rows every document of the row is
+drawn separately, so no block crosses a document boundary. Per document: ``num_targets`` target
+blocks and one context block. Sizes are fractions (uniform in ``target_scale`` /
+``context_scale``) of L (``size_reference='length'``) or of ``max_tokens`` clipped to L
+(``'max_tokens'``). Starts are uniform over the valid range, or such that every block ends at L
+(``tail_blocks``). Target blocks may overlap each other (as in I-JEPA); an overlapped position
+appears once per block. With ``context_excludes_targets`` (default) every target position is
+removed from the context and, if fewer than ``min_keep`` context tokens remain, all target blocks
+are shrunk from their end one token at a time (block 0 keeps at least one token, the others may
+vanish) until they do; the context block itself is at least ``min(min_keep + 1, L)`` long, so
+``min_keep`` holds for every document with ``L >= min_keep + 1``. Documents with
+``L < min_keep + 1`` get no targets and their whole sequence as context. Without
+``context_excludes_targets`` the context block keeps the targets inside it.
 
 **Collator**: ``Collator(...)(rows, step)`` seeds its generator from ``(seed, step)`` so masks are
 reproducible and resuming needs no RNG state. Keys as in docs/architecture.md; JEPA keys only for
@@ -30,7 +32,11 @@ objectives 'jepa'/'hybrid', ``mlm_index``/``mlm_labels`` only for 'mlm'/'hybrid'
 ``mlm_input_ids`` always. In the ``shared`` student path the target positions are ``[MASK]`` in
 ``mlm_input_ids`` and MLM positions are drawn from the other positions; in ``separate`` they are
 independent. ``jepa.context_corrupted`` (the paper) changes nothing here: the trainer gathers the
-context from ``mlm_input_ids`` instead of ``input_ids``.
+context from ``mlm_input_ids`` instead of ``input_ids``. With ``jepa.sampler=reference`` padding
+slots get ``position_ids`` = their slot index (the reference adds its position table to every
+slot) and the batch carries ``tgt_real`` (B, N): drawn target slots, as opposed to index padding
+(which points at position 0 and stays valid). ``mlm.jepa_blocks`` (``mlm-matched`` arm): see
+:class:`Collator`. :func:`corruption_rates` measures what the student sees.
 """
 
 from __future__ import annotations
@@ -41,7 +47,12 @@ import numpy as np
 import torch
 
 from ..config import JEPAConfig, MLMConfig, ObjectiveConfig
+from .samplers import compact as _compact
+from .samplers import get_sampler, jepa_blocks
 from .tokenizer import SpecialIds
+
+__all__ = ["Collator", "corruption_rates", "jepa_blocks", "maskable_positions", "mlm_mask", "non_special_ids",
+           "step_seed"]
 
 Batch = dict[str, torch.Tensor]
 
@@ -50,21 +61,6 @@ def maskable_positions(input_ids: torch.Tensor, segment_ids: torch.Tensor, speci
     """(B, T) bool: real tokens (non-padding segment, not a special id)."""
     specials = torch.tensor(special.all(), dtype=input_ids.dtype, device=input_ids.device)
     return (segment_ids > 0) & ~torch.isin(input_ids, specials)
-
-
-def _compact(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """True positions of each row of a (B, T) mask, sorted, left-aligned into (B, W), W = max count
-    (at least 1). Returns (index, valid, count); padded slots hold index 0."""
-    B, T = mask.shape
-    ar = torch.arange(T, device=mask.device).expand(B, T)
-    key = torch.where(mask, ar, ar + T)  # real positions first, in order
-    count = mask.sum(1)
-    W = max(int(count.max()) if B else 0, 1)
-    idx = key.sort(dim=1).values[:, :W]  # (B, W)
-    valid = torch.arange(W, device=mask.device).expand(B, W) < count[:, None]
-    if idx.shape[1] < W:  # T < W cannot happen unless T == 0
-        idx = torch.nn.functional.pad(idx, (0, W - idx.shape[1]))
-    return torch.where(valid, idx, torch.zeros_like(idx)), valid, count
 
 
 def non_special_ids(vocab_size: int, special: SpecialIds) -> torch.Tensor:
@@ -150,62 +146,6 @@ def mlm_mask(input_ids: torch.Tensor, maskable: torch.Tensor, cfg: MLMConfig, sp
     return corrupted, mlm_index, mlm_labels
 
 
-def _uniform(lo: float, hi: float, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(shape, generator=gen, dtype=torch.float64)
-
-
-def jepa_blocks(lengths: torch.Tensor, cfg: JEPAConfig, gen: torch.Generator, seq_len: int
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """1-D multi-block masking in compact coordinates ``0 .. L-1`` of each row (see module doc).
-
-    ``lengths`` (B,) are the real-token counts (<= ``seq_len``). Returns ``ctx_index (B, C)``
-    sorted, ``ctx_valid (B, C)``, ``tgt_index (B, N)`` block-major and sorted within blocks,
-    ``tgt_valid (B, N)``, ``tgt_block (B, N)``; padded slots hold 0 / False; C, N = batch maxima
-    (at least 1).
-    """
-    B, K, T = lengths.shape[0], cfg.num_targets, seq_len
-    L = lengths.long().clamp(0, T)  # (B,)
-    ref = L.double() if cfg.size_reference == "length" else torch.full((B,), float(cfg.max_tokens), dtype=torch.float64)
-    has_tgt = L >= cfg.min_keep + 1  # (B,)
-    size_t = torch.round(_uniform(*cfg.target_scale, (B, K), gen) * ref[:, None]).long().clamp(min=1)
-    size_t = torch.minimum(size_t, L[:, None]) * has_tgt[:, None]  # (B, K)
-    size_c = torch.round(_uniform(*cfg.context_scale, (B,), gen) * ref).long()
-    size_c = torch.minimum(torch.maximum(size_c, torch.clamp(L, max=cfg.min_keep + 1)), L)
-    size_c = torch.where(has_tgt, size_c, L)  # (B,)
-    if cfg.tail_blocks:
-        start_t, start_c = L[:, None] - size_t, L - size_c
-    else:
-        start_t = (torch.rand((B, K), generator=gen, dtype=torch.float64) * (L[:, None] - size_t + 1)).long()
-        start_c = (torch.rand((B,), generator=gen, dtype=torch.float64) * (L - size_c + 1)).long()
-        start_t = torch.minimum(start_t, L[:, None] - size_t)
-        start_c = torch.minimum(start_c, L - size_c)
-    ar = torch.arange(T)
-    ctx_block = (ar >= start_c[:, None]) & (ar < (start_c + size_c)[:, None])  # (B, T)
-
-    def target_mask() -> torch.Tensor:
-        return (ar >= start_t[..., None]) & (ar < (start_t + size_t)[..., None])  # (B, K, T)
-
-    tmask = target_mask()
-    ctx = ctx_block
-    if cfg.context_excludes_targets:
-        ctx = ctx_block & ~tmask.any(1)
-        floor = torch.zeros(K, dtype=torch.long)
-        floor[0] = 1
-        while True:
-            short = (ctx.sum(1) < cfg.min_keep) & has_tgt  # (B,)
-            can = (size_t > floor) & short[:, None]  # (B, K)
-            if not bool(can.any()):
-                break
-            size_t = size_t - can.long()
-            tmask = target_mask()
-            ctx = ctx_block & ~tmask.any(1)
-    ctx_index, ctx_valid, _ = _compact(ctx)
-    flat, tgt_valid, _ = _compact(tmask.reshape(B, K * T))  # (B, N) keys k*T + t, block-major
-    tgt_index = torch.where(tgt_valid, flat % T, torch.zeros_like(flat))
-    tgt_block = torch.where(tgt_valid, flat // T, torch.zeros_like(flat))
-    return ctx_index, ctx_valid, tgt_index, tgt_valid, tgt_block
-
-
 def step_seed(seed: int, step: int) -> int:
     """A well-mixed 63-bit seed for ``(seed, step)`` (numpy SeedSequence)."""
     if seed < 0 or step < 0:
@@ -213,9 +153,29 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+def corruption_rates(batch: Batch, special: SpecialIds) -> dict[str, float]:
+    """How much of the student's input is corrupted, over the maskable (real, non-special) tokens:
+    ``altered`` = fraction whose id in ``mlm_input_ids`` differs from ``input_ids`` (``[MASK]`` or a
+    different random token; a random draw equal to the original counts as unaltered), ``masked`` =
+    fraction that are ``[MASK]``, ``tokens`` = their number."""
+    ids, seg = batch["input_ids"], batch["segment_ids"]
+    real = maskable_positions(ids, seg, special)
+    n = int(real.sum())
+    student = batch["mlm_input_ids"]
+    altered = int(((student != ids) & real).sum())
+    masked = int(((student == special.mask_id) & real).sum())
+    return {"altered": altered / max(n, 1), "masked": masked / max(n, 1), "tokens": float(n)}
+
+
 class Collator:
     """Turns batcher rows into a training batch (docs/architecture.md) with masks drawn from a
-    generator seeded by ``(seed, step)``. Works on CPU tensors."""
+    generator seeded by ``(seed, step)``. Works on CPU tensors.
+
+    ``mlm_cfg.jepa_blocks`` (objective ``mlm`` only, the ``mlm-matched`` arm): ``mask`` draws the
+    JEPA target blocks with the configured sampler and ``[MASK]``s them in ``mlm_input_ids``
+    exactly as the hybrid's shared path does (same draws in the same order, so on the same rows,
+    seed and step the student input is identical to the hybrid's), with no JEPA keys in the
+    batch; ``predict`` also adds the block positions to ``mlm_index``/``mlm_labels``."""
 
     def __init__(self, mlm_cfg: MLMConfig, jepa_cfg: JEPAConfig, objective_cfg: ObjectiveConfig,
                  special: SpecialIds, vocab_size: int, seed: int = 0):
@@ -223,7 +183,13 @@ class Collator:
         self.special, self.vocab_size, self.seed = special, int(vocab_size), int(seed)
         self.need_jepa = objective_cfg.kind in ("jepa", "hybrid")
         self.need_mlm = objective_cfg.kind in ("mlm", "hybrid")
-        self.shared = objective_cfg.student_path == "shared" and self.need_jepa
+        blocks = getattr(mlm_cfg, "jepa_blocks", "off")
+        self.matched = objective_cfg.kind == "mlm" and blocks != "off"
+        self.predict_blocks = self.matched and blocks == "predict"
+        self.draw_blocks = self.need_jepa or self.matched
+        self.shared = (objective_cfg.student_path == "shared" and self.need_jepa) or self.matched
+        self.sampler_name = getattr(jepa_cfg, "sampler", "ours")
+        self.sampler = get_sampler(self.sampler_name)
         self._pool = non_special_ids(self.vocab_size, special)
 
     def generator(self, step: int) -> torch.Generator:
@@ -236,19 +202,27 @@ class Collator:
         gen = self.generator(step)
         maskable = maskable_positions(ids, seg, self.special)
         batch: Batch = {k: rows[k] for k in ("input_ids", "position_ids", "segment_ids")}
+        if self.sampler_name == "reference":  # the reference adds the position table to every slot
+            batch["position_ids"] = torch.where(seg == 0, torch.arange(T).expand(B, T), rows["position_ids"])
         tgt_pos = None
-        if self.need_jepa:
-            pos_of, _, lengths = _compact(maskable)  # (B, L_max): row position of compact index
-            c_i, c_v, t_i, t_v, t_b = jepa_blocks(lengths, self.jepa_cfg, gen, T)
-            ctx_index = torch.where(c_v, pos_of.gather(1, c_i.clamp(max=pos_of.shape[1] - 1)), 0)
-            tgt_index = torch.where(t_v, pos_of.gather(1, t_i.clamp(max=pos_of.shape[1] - 1)), 0)
-            hits = torch.zeros(B, T, dtype=torch.long).scatter_add_(1, tgt_index, t_v.long())
-            tgt_pos = hits > 0  # (B, T)
-            batch.update(ctx_index=ctx_index, ctx_valid=c_v, tgt_index=tgt_index, tgt_valid=t_v, tgt_block=t_b)
+        if self.draw_blocks:
+            draw = self.sampler(ids, seg, maskable, self.jepa_cfg, gen)
+            hits = torch.zeros(B, T, dtype=torch.long).scatter_add_(1, draw.tgt_index, draw.tgt_real.long())
+            tgt_pos = (hits > 0) & maskable  # (B, T): drawn target positions that are real tokens
+            if self.need_jepa:
+                batch.update(ctx_index=draw.ctx_index, ctx_valid=draw.ctx_valid, tgt_index=draw.tgt_index,
+                             tgt_valid=draw.tgt_valid, tgt_block=draw.tgt_block)
+                if self.sampler_name != "ours":
+                    batch["tgt_real"] = draw.tgt_real
         if self.need_mlm:
             corrupted, mlm_index, mlm_labels = mlm_mask(
                 ids, maskable, self.mlm_cfg, self.special, self.vocab_size, gen,
                 exclude=tgt_pos if self.shared else None, replacement_ids=self._pool)
+            if self.predict_blocks and tgt_pos is not None:
+                sel = torch.zeros(B, T, dtype=torch.long)
+                sel.scatter_add_(1, mlm_index, (mlm_labels != -100).long())
+                mlm_index, valid, _ = _compact((sel > 0) | tgt_pos)
+                mlm_labels = torch.where(valid, ids.gather(1, mlm_index), torch.full_like(mlm_index, -100))
             batch.update(mlm_index=mlm_index, mlm_labels=mlm_labels)
         else:
             corrupted = ids.clone()

@@ -3,9 +3,11 @@
 * :class:`MLMHead` — ``Linear(d, d) -> GELU -> LayerNorm -> Linear(d, V)`` (PAPER.md "MLM head"),
   run only on the gathered masked positions.
 * :class:`Predictor` — I-JEPA-style narrow Transformer: projects the context states, appends one
-  learned mask token (per target block) + position embedding per target slot, runs
-  ``predictor_depth`` pre-LN blocks (the encoder's :class:`~predrecon.model.encoder.Block`),
-  LayerNorm, and projects back to the encoder width.
+  learned mask token + position embedding per target slot, runs ``predictor_depth`` pre-LN blocks
+  (the encoder's :class:`~predrecon.model.encoder.Block`), LayerNorm, and projects back to the
+  encoder width. ``jepa.predictor_mode``: ``joint`` (default) — one pass over the context and
+  every target block, one mask token per block; ``per_block`` (the reference) — one shared mask
+  token and one pass per target block, so the slots of one block never see another block's.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..config import JEPAConfig, RunConfig
-from .encoder import (Block, init_weights_, key_attention_mask, make_position_embedding,
-                      rescale_output_projections_)
+from .encoder import Block, init_weights_, key_attention_mask, make_position_embedding, rescale_output_projections_
 
 
 class MLMHead(nn.Module):
@@ -60,9 +61,10 @@ class MLMHead(nn.Module):
 class Predictor(nn.Module):
     """JEPA predictor: context states + mask tokens at target positions -> predicted target states.
 
-    ``enc_dim`` is the encoder width; ``jepa_cfg`` gives ``predictor_dim``, ``predictor_depth``
-    and ``predictor_heads``; ``max_len`` bounds the position ids; ``num_targets`` mask tokens
-    (one per target block). ``positions``: ``sincos`` (fixed, paper) or ``learned``.
+    ``enc_dim`` is the encoder width; ``jepa_cfg`` gives ``predictor_dim``, ``predictor_depth``,
+    ``predictor_heads`` and ``predictor_mode``; ``max_len`` bounds the position ids;
+    ``num_targets`` mask tokens (one per target block; a single shared one in ``per_block``
+    mode). ``positions``: ``sincos`` (fixed, paper) or ``learned``.
     """
 
     def __init__(self, enc_dim: int, jepa_cfg: JEPAConfig, max_len: int, num_targets: int,
@@ -75,9 +77,10 @@ class Predictor(nn.Module):
             raise ValueError(f"num_targets must be >= 1, got {num_targets}")
         pdim = jepa_cfg.predictor_dim
         self.num_targets = num_targets
+        self.per_block = getattr(jepa_cfg, "predictor_mode", "joint") == "per_block"
         self.embed = nn.Linear(enc_dim, pdim)
         self.pos_emb = make_position_embedding(positions, max_len, pdim)
-        self.mask_tokens = nn.Parameter(torch.zeros(num_targets, pdim))
+        self.mask_tokens = nn.Parameter(torch.zeros(1 if self.per_block else num_targets, pdim))
         self.blocks = nn.ModuleList(Block(pdim, jepa_cfg.predictor_heads, mlp_ratio, eps)
                                     for _ in range(jepa_cfg.predictor_depth))
         self.norm = nn.LayerNorm(pdim, eps=eps)
@@ -99,22 +102,37 @@ class Predictor(nn.Module):
         so invalid slots never influence valid ones and padded rows stay finite. Optional
         ``ctx_seg``/``tgt_seg`` (B, C)/(B, N) further restrict attention to equal segment ids
         (packed rows). Outputs at invalid target slots are finite but meaningless.
+
+        ``per_block`` mode runs the stack once per block id ``k``, with the target slots of the
+        other blocks removed from attention — the same result as running ``[context, block k]``
+        alone — and returns each slot's output from its own block's pass.
         """
         C = ctx_states.shape[1]
         ctx = self.embed(ctx_states) + self.pos_emb(ctx_pos)  # (B, C, P)
-        tgt = self.mask_tokens[tgt_block] + self.pos_emb(tgt_pos)  # (B, N, P)
+        tok = self.mask_tokens[torch.zeros_like(tgt_block) if self.per_block else tgt_block]
+        tgt = tok + self.pos_emb(tgt_pos)  # (B, N, P)
         x = torch.cat([ctx, tgt.to(ctx.dtype)], dim=1)  # (B, C+N, P)
-        valid = torch.cat([ctx_valid, tgt_valid], dim=1)  # (B, C+N)
         groups = None
         if ctx_seg is not None or tgt_seg is not None:
             if ctx_seg is None or tgt_seg is None:
                 raise ValueError("ctx_seg and tgt_seg must be given together")
             groups = torch.cat([ctx_seg, tgt_seg], dim=1)  # (B, C+N)
+        if not self.per_block:
+            return self._run(x, torch.cat([ctx_valid, tgt_valid], dim=1), groups, C)
+        out = None
+        for k in range(self.num_targets):
+            in_k = tgt_block == k  # (B, N)
+            if not bool((in_k & tgt_valid).any()):
+                continue
+            y = self._run(x, torch.cat([ctx_valid, tgt_valid & in_k], dim=1), groups, C)
+            out = y if out is None else torch.where(in_k[..., None], y, out)
+        return out if out is not None else self._run(x, torch.cat([ctx_valid, tgt_valid], dim=1), groups, C)
+
+    def _run(self, x: torch.Tensor, valid: torch.Tensor, groups: torch.Tensor | None, C: int) -> torch.Tensor:
         attn_mask = key_attention_mask(valid, groups)  # (B, 1, C+N, C+N)
         for block in self.blocks:
             x = block(x, attn_mask)
-        x = self.norm(x[:, C:])  # (B, N, P)
-        return self.proj(x)  # (B, N, enc_dim)
+        return self.proj(self.norm(x[:, C:]))  # (B, N, enc_dim)
 
 
 def build_predictor(cfg: RunConfig) -> Predictor:

@@ -12,7 +12,7 @@ Losses are per-slot values reduced over the target slots (:func:`jepa_loss`):
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,13 +20,18 @@ import torch.nn.functional as F
 TARGET_NORM_EPS = 1e-5  # F.layer_norm's default, as the reference's parameter-free LayerNorm
 
 
-def instance_norm_tokens(h: torch.Tensor, token_mask: torch.Tensor | None, eps: float = TARGET_NORM_EPS
-                         ) -> torch.Tensor:
+def instance_norm_tokens(h: torch.Tensor, token_mask: torch.Tensor | None, eps: float = TARGET_NORM_EPS,
+                         segments: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sequence, per-feature normalisation over the real tokens (data2vec's instance norm):
     ``(h - mean_t) / sqrt(var_t + eps)`` with mean and variance over the tokens where
     ``token_mask`` (B, T) is true; padding gets the same transform but never enters the
     statistics. Removes the component shared by every token of a sequence, which otherwise
-    lets an anisotropic encoder make cosine targets trivially predictable. fp32 (B, T, D)."""
+    lets an anisotropic encoder make cosine targets trivially predictable. fp32 (B, T, D).
+
+    ``segments`` (B, T) long (packed rows: document index, 0 = padding): the statistics are taken
+    per document instead of per row — each token is normalised with the mean and variance of the
+    real tokens of its own document, exactly as if that document were alone in its row. Tokens of
+    segment 0 (or outside ``token_mask``) are normalised with their row's statistics."""
     h = h.float()
     if token_mask is None:
         token_mask = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
@@ -34,6 +39,19 @@ def instance_norm_tokens(h: torch.Tensor, token_mask: torch.Tensor | None, eps: 
     n = m.sum(1, keepdim=True).clamp_min(1.0)  # (B, 1, 1)
     mean = (h * m).sum(1, keepdim=True) / n  # (B, 1, D)
     var = (((h - mean) * m) ** 2).sum(1, keepdim=True) / n
+    if segments is None:
+        return (h - mean) * torch.rsqrt(var + eps)
+    S = int(segments.max()) if segments.numel() else 0
+    one_hot = F.one_hot(segments.long().clamp(min=0), S + 1)[..., 1:].to(h.dtype)  # (B, T, S)
+    one_hot = one_hot * m  # only real tokens enter a document's statistics
+    cnt = one_hot.sum(1).clamp_min(1.0).unsqueeze(-1)  # (B, S, 1)
+    seg_mean = torch.einsum("bts,btd->bsd", one_hot, h) / cnt  # (B, S, D)
+    tok_mean = torch.einsum("bts,bsd->btd", one_hot, seg_mean)  # (B, T, D): own document's mean
+    seg_var = torch.einsum("bts,btd->bsd", one_hot, (h - tok_mean) ** 2) / cnt
+    tok_var = torch.einsum("bts,bsd->btd", one_hot, seg_var)
+    in_doc = one_hot.sum(-1, keepdim=True) > 0  # (B, T, 1)
+    mean = torch.where(in_doc, tok_mean, mean)
+    var = torch.where(in_doc, tok_var, var)
     return (h - mean) * torch.rsqrt(var + eps)
 
 
@@ -42,7 +60,8 @@ TARGET_NORMS = ("layer", "instance")
 
 def build_targets(hidden_states: tuple[torch.Tensor, ...] | list[torch.Tensor], num_layers: int,
                   eps: float = TARGET_NORM_EPS, norm: str = "layer",
-                  token_mask: torch.Tensor | None = None) -> torch.Tensor:
+                  token_mask: torch.Tensor | None = None, segments: torch.Tensor | None = None
+                  ) -> torch.Tensor:
     """Regression targets (B, T, D), fp32, detached, from the target encoder's states.
 
     ``hidden_states``: states ordered from the bottom to the top (e.g. the Encoder's
@@ -55,7 +74,8 @@ def build_targets(hidden_states: tuple[torch.Tensor, ...] | list[torch.Tensor], 
       over the feature dimension (parameter-free LayerNorm).
 
     ``norm="instance"`` replaces the per-token LayerNorm by :func:`instance_norm_tokens` (over the
-    tokens of each sequence, ``token_mask`` marking the real ones) for every layer used.
+    tokens of each sequence, ``token_mask`` marking the real ones; per document when ``segments``
+    is given) for every layer used. The per-token ``layer`` norm needs neither.
 
     Raises ValueError if ``num_layers`` is < 1 or exceeds ``len(hidden_states)``.
     """
@@ -69,7 +89,7 @@ def build_targets(hidden_states: tuple[torch.Tensor, ...] | list[torch.Tensor], 
 
     def normed(h: torch.Tensor) -> torch.Tensor:
         if norm == "instance":
-            return instance_norm_tokens(h.detach(), token_mask, eps)
+            return instance_norm_tokens(h.detach(), token_mask, eps, segments=segments)
         return F.layer_norm(h.detach().float(), (D,), eps=eps)
 
     acc = normed(top[0])  # (B, T, D)

@@ -121,10 +121,14 @@ class HybridModel(nn.Module):
                 t_out = self.target(batch["input_ids"], pos, seg, output_hidden_states=k > 1)
                 states = t_out.hidden_states if k > 1 else (t_out.last_hidden_state,)
                 real = batch["segment_ids"].ne(0) if seg is not None else None  # (B, T)
-                target = gather_tokens(build_targets(states, k, norm=self.cfg.jepa.target_norm,
-                                                     token_mask=real), tgt_index)  # (B, N, D) fp32
+                target = gather_tokens(build_targets(states, k, norm=self.cfg.jepa.target_norm, token_mask=real,
+                                                     segments=batch["segment_ids"] if seg is not None else None),
+                                       tgt_index)  # (B, N, D) fp32; per-document statistics in packed rows
+            segs = {}
+            if seg is not None:  # packed rows: a target attends to its own document's context only
+                segs = dict(ctx_seg=gather_tokens(seg, ctx_index), tgt_seg=gather_tokens(seg, tgt_index))
             pred = self.predictor(ctx_states, ctx_pos, ctx_valid, gather_tokens(pos, tgt_index),
-                                  batch["tgt_block"], tgt_valid)  # (B, N, D)
+                                  batch["tgt_block"], tgt_valid, **segs)  # (B, N, D)
             losses["jepa"] = jepa_loss(pred, target, tgt_valid, kind=self.cfg.jepa.loss,
                                        over_padding=self.cfg.jepa.loss_over_padding)
             if with_stats:
