@@ -365,6 +365,8 @@ def test_config_checks_for_arms_and_samplers():
     with pytest.raises(ConfigError, match="mlm.jepa_blocks"):
         apply_overrides(debug(), ["mlm.jepa_blocks=mask"])  # hybrid
     assert apply_overrides(debug(), ["objective.kind=mlm", "mlm.jepa_blocks=predict"]).mlm.jepa_blocks == "predict"
+    with pytest.raises(ConfigError, match="separate"):  # the faithful hybrid's MLM pass: plain MLM corruption
+        apply_overrides(debug(), ["objective.kind=mlm", "mlm.jepa_blocks=mask", "objective.student_path=separate"])
     with pytest.raises(ConfigError, match="jepa.sampler"):
         apply_overrides(debug(), ["jepa.sampler=reference"])  # packed rows
     with pytest.raises(ConfigError, match="jepa.sampler"):

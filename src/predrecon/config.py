@@ -316,6 +316,9 @@ class RunConfig:
                    f"min_keep={self.jepa.min_keep} must be < data.seq_len={self.data.seq_len}")
         _check(self.mlm.jepa_blocks == "off" or self.objective.kind == "mlm", "mlm.jepa_blocks",
                f"{self.mlm.jepa_blocks!r} needs objective.kind=mlm (the hybrid masks its blocks itself)")
+        _check(self.mlm.jepa_blocks == "off" or self.objective.student_path == "shared", "mlm.jepa_blocks",
+               "matches the shared student path; with objective.student_path=separate the hybrid's MLM pass "
+               "sees plain MLM corruption, so plain mlm is the matched arm")
         _check(self.jepa.sampler != "reference" or self.data.mode == "document", "jepa.sampler",
                "'reference' works on one document per row: needs data.mode=document")
         return self

@@ -10,7 +10,9 @@ costs more: target pass, predictor, and in the ``separate`` path a second studen
 sampler draws the same target blocks, which are ``[MASK]``ed (``mlm.jepa_blocks=mask``), and MLM
 draws its positions from the rest; only the JEPA loss is missing. ``mlm-matched:predict`` also
 makes the MLM head predict the block tokens. On the same rows, seed and step the student input of
-``mlm-matched`` is identical to the shared-path hybrid's.
+``mlm-matched`` is identical to the shared-path hybrid's. It needs ``objective.student_path=shared``:
+in the ``separate`` path (``--faithful``) the hybrid's MLM pass sees plain MLM corruption, so the
+plain ``mlm`` arm is already the matched one.
 
 Before training, each arm's corruption rate (fraction of real, non-special input tokens the
 student sees altered, and the ``[MASK]`` fraction; measured on the arm's first training batches)
