@@ -4,9 +4,18 @@ import pickle
 import pytest
 import torch
 
-from predrecon.train.checkpoint import (CheckpointError, NonFiniteStateError, checkpoint_step,
-                                        latest_valid_checkpoint, list_checkpoints, load_checkpoint,
-                                        non_finite_tensors, save_checkpoint, state_is_finite, verify_checkpoint)
+from predrecon.train.checkpoint import (
+    CheckpointError,
+    NonFiniteStateError,
+    checkpoint_step,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    non_finite_tensors,
+    save_checkpoint,
+    state_is_finite,
+    verify_checkpoint,
+)
 
 
 def _save(run, step, keep=3):
@@ -134,7 +143,8 @@ def test_non_finite_state_is_never_saved_and_nothing_is_pruned(tmp_path):
     lin = torch.nn.Linear(3, 2)
     with torch.no_grad():
         lin.weight[0, 0] = float("nan")
-    with pytest.raises(NonFiniteStateError, match=r"refusing to save step 3: non-finite values \(NaN/Inf\) in model.weight"):
+    msg = r"refusing to save step 3: non-finite values \(NaN/Inf\) in model.weight"
+    with pytest.raises(NonFiniteStateError, match=msg):
         save_checkpoint(tmp_path, 3, model=lin.state_dict(), target=None, optimizer=None, state={}, keep=2)
     assert {p.name: (p / "MANIFEST.json").read_text() for p in list_checkpoints(tmp_path)} == before
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(before)  # no temporary left
@@ -150,7 +160,8 @@ def test_disk_full_during_save_is_one_clear_error_and_keeps_previous(tmp_path, m
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ck, "save_file", full)
-    with pytest.raises(CheckpointError, match="step_00000002: disk full .* previous checkpoints are kept"):
+    msg = "step_00000002: saving the checkpoint failed: disk full .* previous checkpoints are kept"
+    with pytest.raises(CheckpointError, match=msg):
         _save(tmp_path, 2)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000001"]
     verify_checkpoint(tmp_path / "checkpoints" / "step_00000001")
@@ -201,3 +212,47 @@ def test_atomic_dir_never_replaces_a_directory_it_did_not_write(tmp_path):
         (tmp / "model.safetensors").write_bytes(b"new")
     assert [p.name for p in prev.iterdir()] == ["model.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "prev"]
+
+
+def test_file_size_limit_during_save_is_one_clear_error(tmp_path):
+    """A real short write (RLIMIT_FSIZE: safetensors and torch.save fail with their own error types)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"""
+import resource, signal, torch
+from predrecon.train.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+lin = torch.nn.Linear(8, 8)
+save_checkpoint({str(tmp_path)!r}, 1, model=lin.state_dict(), target=None, optimizer=None, state={{}})
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+big = torch.nn.Linear(64, 64)
+try:
+    save_checkpoint({str(tmp_path)!r}, 2, model=big.state_dict(), target=None, optimizer=None, state={{}})
+except CheckpointError as e:
+    print("REFUSED", e)
+print([p.name for p in list_checkpoints({str(tmp_path)!r})])
+"""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "PYTHONPATH": src})
+    assert r.returncode == 0, r.stderr[-500:]
+    assert "REFUSED" in r.stdout
+    assert "saving the checkpoint failed: disk full or file-size limit (File too large)" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "['step_00000001']"
+
+
+def test_write_failure_recognises_each_writers_error():
+    import errno
+
+    from predrecon.data.shards import write_failure
+
+    assert "No space left" in write_failure(OSError(errno.ENOSPC, "No space left on device"))
+    safetensors_efbig = RuntimeError("Error while serializing: I/O error: File too large (os error 27)")
+    torch_short = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    assert "File too large" in write_failure(safetensors_efbig)
+    assert "short write" in write_failure(torch_short)
+    assert "short write" in write_failure(OSError("10000 requested and 109 written"))
+    assert write_failure(ValueError("bad value")) is None
+    assert write_failure(RuntimeError("size mismatch for weight")) is None

@@ -232,7 +232,7 @@ def test_disk_full_during_export_leaves_the_previous_export(run, tmp_path, monke
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ex, "save_file", full)
-    with pytest.raises(ExportError, match="enc: disk full .* nothing was replaced"):
+    with pytest.raises(ExportError, match="enc: exporting failed: disk full .* nothing was replaced"):
         export_encoder(list_checkpoints(run)[0], out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["enc"]
@@ -266,7 +266,8 @@ def _damaged(run, tmp_path, name, how):
 
 
 @pytest.mark.parametrize("name, how", [("model.safetensors", h) for h in ("truncated", "zeroed", "region", "pickle")]
-                         + [("config.json", "truncated"), ("config.json", "inconsistent"), ("tokenizer.json", "zeroed")])
+                         + [("config.json", "truncated"), ("config.json", "inconsistent"),
+                            ("tokenizer.json", "zeroed")])
 def test_damaged_export_is_refused_with_one_line_naming_the_file(run, tmp_path, monkeypatch, capsys, name, how):
     monkeypatch.chdir(tmp_path)
     out = _damaged(run, tmp_path, name, how)

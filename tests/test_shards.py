@@ -8,12 +8,13 @@ import random
 
 import numpy as np
 import pytest
-from fixtures_data import build_tiny, make_docs, tiny_tokenizer
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 from predrecon.data.shards import DatasetError, TokenDataset, build_shards, sha256_file, split_of
 from predrecon.data.sources import SourceError, open_source
 from predrecon.data.tokenizer import encode_batch, load_tokenizer, special_ids
+
+from fixtures_data import build_tiny, make_docs, tiny_tokenizer
 
 
 def _by_split(docs, val_fraction=0.2, seed=0):
@@ -229,7 +230,8 @@ def test_ids_outside_the_vocabulary_are_refused(tmp_path):
     a[3] = ds.vocab_size  # one past the last id
     a.tofile(shard)
     _resign(tmp_path / "ds", shard.name)
-    with pytest.raises(DatasetError, match=f"train.heads.00000.bin: token id {ds.vocab_size} is outside the vocabulary"):
+    msg = f"train.heads.00000.bin: token id {ds.vocab_size} is outside the vocabulary"
+    with pytest.raises(DatasetError, match=msg):
         TokenDataset(tmp_path / "ds")
 
 
@@ -249,7 +251,8 @@ def test_bad_offsets_are_one_clear_error(tmp_path, damage):
     else:
         np.save(off, good.astype(np.float64))
     _resign(tmp_path / "ds", off.name)
-    with pytest.raises(DatasetError, match=r"train.offsets.npy: (unreadable offsets|offsets do not partition|expected a 1-D int64)"):
+    msg = r"train.offsets.npy: (unreadable offsets|offsets do not partition|expected a 1-D int64)"
+    with pytest.raises(DatasetError, match=msg):
         TokenDataset(tmp_path / "ds", verify=False)  # structure alone catches it
 
 
@@ -260,7 +263,7 @@ def test_disk_full_while_building_is_one_clear_error(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(np, "save", full)
-    with pytest.raises(DatasetError, match="ds: disk full .* nothing was written"):
+    with pytest.raises(DatasetError, match="ds: writing the dataset failed: disk full .* nothing was written"):
         build_tiny(tmp_path / "ds", make_docs(10))
     assert list(tmp_path.iterdir()) == []
 

@@ -10,7 +10,8 @@ Layout of a dataset directory (all arrays little-endian)::
     {split}.heads.{k:05d}.bin     tokens of each document's first ``doc_chars`` characters
     {split}.head_offsets.npy      int64 (num_docs + 1,)
 
-Splits are ``train`` and ``val`` (readers also accept ``validation``/``valid``/``dev`` for ``val``). A document goes to ``val`` when a seeded BLAKE2 hash of its text
+Splits are ``train`` and ``val`` (readers also accept ``validation``/``valid``/``dev`` for ``val``).
+A document goes to ``val`` when a seeded BLAKE2 hash of its text
 maps below ``val_fraction``, so the split does not depend on document order or corpus size. When
 that leaves ``val`` empty (tiny corpora) the train document with the smallest hash is moved there.
 Empty documents (no tokens) are skipped and counted.
@@ -29,14 +30,16 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
 from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -91,7 +94,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_file(cls, path: Path) -> "Manifest":
+    def from_file(cls, path: Path) -> Manifest:
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -112,6 +115,29 @@ def split_of(text: str, val_fraction: float, seed: int = 0) -> tuple[str, float]
     h = hashlib.blake2b(text.encode("utf-8"), digest_size=8, salt=seed.to_bytes(8, "little", signed=False)[:16])
     u = int.from_bytes(h.digest(), "little") / 2.0**64
     return ("val" if u < val_fraction else "train"), u
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def write_failure(e: BaseException) -> str | None:
+    """A one-line reason when ``e`` is a failed write (disk full, quota or file-size limit, short
+    write) as raised by ``open().write``, ``np.save``, ``torch.save`` or safetensors; else None."""
+    msg = " ".join(str(e).split())
+    if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+        return f"disk full or file-size limit ({os.strerror(e.errno)})"
+    m = re.search(r"os error (\d+)", msg)  # safetensors wraps the OS error in its own type
+    if m and int(m.group(1)) in _FULL_ERRNOS:
+        return f"disk full or file-size limit ({os.strerror(int(m.group(1)))})"
+    if isinstance(e, OSError) and e.errno is None and re.search(r"requested and \d+ written", msg):
+        return f"short write, disk full or file-size limit ({msg[:80]})"
+    if isinstance(e, RuntimeError) and re.search(r"PytorchStreamWriter|inline_container|file write failed", msg):
+        return f"short write, disk full or file-size limit ({msg[:80]})"
+    if isinstance(e, OSError):
+        return f"{e.strerror or msg[:80]}"
+    if type(e).__name__ == "SafetensorError" and "I/O error" in msg:
+        return f"I/O error ({msg[:80]})"
+    return None
 
 
 def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:
@@ -179,7 +205,8 @@ def _batched(docs: Iterable[str], n: int, max_chars: int) -> Iterator[list[str]]
         yield buf
 
 
-def build_shards(documents: Iterable[str], tokenizer: Tokenizer | str | os.PathLike[str], out_dir: str | os.PathLike[str],
+def build_shards(documents: Iterable[str], tokenizer: Tokenizer | str | os.PathLike[str],
+                 out_dir: str | os.PathLike[str],
                  *, source_spec: str | None = None, tokenizer_name: str | None = None, val_fraction: float = 0.01,
                  split_seed: int = 0, doc_chars: int = 512, shard_tokens: int = 1 << 28, batch_docs: int = 1000,
                  batch_chars: int = 4_000_000,
@@ -267,9 +294,10 @@ def build_shards(documents: Iterable[str], tokenizer: Tokenizer | str | os.PathL
         _install(tmp, out, overwrite)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise DatasetError(f"{out}: disk full ({os.strerror(e.errno)}) while writing the dataset; "
-                               "nothing was written") from None
+        failed_write = isinstance(e, (OSError, RuntimeError)) and not isinstance(e, FileNotFoundError)
+        why = write_failure(e) if failed_write else None
+        if why is not None:
+            raise DatasetError(f"{out}: writing the dataset failed: {why}; nothing was written") from None
         raise
     return manifest
 
@@ -336,7 +364,8 @@ def _load_offsets(path: Path, total: int) -> np.ndarray:
     try:
         off = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise DatasetError(f"{path}: unreadable offsets array ({str(e).splitlines()[0].split('. ')[0][:100]})") from None
+        why = str(e).splitlines()[0].split(". ")[0][:100]
+        raise DatasetError(f"{path}: unreadable offsets array ({why})") from None
     if off.dtype != np.int64 or off.ndim != 1 or len(off) < 1:
         raise DatasetError(f"{path}: expected a 1-D int64 offsets array, found {off.dtype} {off.shape}")
     if int(off[0]) != 0 or int(off[-1]) != total or (len(off) > 1 and bool(np.any(np.diff(off) < 0))):
@@ -380,7 +409,7 @@ class _SplitStream:
         self.maps, self.shard_starts, self.offsets = maps, shard_starts, offsets
 
     @classmethod
-    def open(cls, root: Path, split: str, stream: str, shards: list[dict[str, Any]], dtype: np.dtype) -> "_SplitStream":
+    def open(cls, root: Path, split: str, stream: str, shards: list[dict[str, Any]], dtype: np.dtype) -> _SplitStream:
         maps = []
         for sh in shards:
             p = root / sh["file"]

@@ -21,26 +21,26 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..data.shards import write_failure
 from .rundir import owned_by_dead_writer, owner_tag
 
 MANIFEST = "MANIFEST.json"
 _PREFIX = "step_"
 _TMP = ".tmp_"
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class CheckpointError(RuntimeError):
@@ -49,10 +49,6 @@ class CheckpointError(RuntimeError):
 
 class NonFiniteStateError(CheckpointError):
     """Refused to save a state holding NaN or Inf."""
-
-
-def disk_full(e: OSError) -> bool:
-    return e.errno in _DISK_FULL
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -245,11 +241,12 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: dict[str, torch.Te
             manifest = {"step": step, "files": {n: _sha256(tmp / n) for n in files}}
             with open(tmp / MANIFEST, "w") as f:
                 json.dump(manifest, f, indent=2)
-    except OSError as e:
-        if disk_full(e):
-            raise CheckpointError(f"{final}: disk full ({os.strerror(e.errno)}) while saving the checkpoint; "
-                                  "nothing was replaced, the previous checkpoints are kept") from None
-        raise
+    except Exception as e:  # noqa: BLE001 - filtered: only failed writes are rephrased
+        why = write_failure(e)
+        if why is None:
+            raise
+        raise CheckpointError(f"{final}: saving the checkpoint failed: {why}; nothing was replaced, the previous "
+                              "checkpoints are kept") from None
     verify_checkpoint(final)
     if keep > 0:
         _prune(root, keep, final, step)

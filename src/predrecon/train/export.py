@@ -34,11 +34,19 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
 from ..config import ModelConfig, RunConfig
-from ..data.shards import sha256_file
+from ..data.shards import sha256_file, write_failure
 from ..data.tokenizer import SpecialIds
 from ..model.encoder import Encoder
-from .checkpoint import (MANIFEST, CheckpointError, _fsync_tree, _safetensors, disk_full, latest_valid_checkpoint,
-                         load_checkpoint, replace_dir, verify_checkpoint)
+from .checkpoint import (
+    MANIFEST,
+    CheckpointError,
+    _fsync_tree,
+    _safetensors,
+    latest_valid_checkpoint,
+    load_checkpoint,
+    replace_dir,
+    verify_checkpoint,
+)
 from .rundir import owner_tag
 
 FORMAT = "predrecon-encoder"
@@ -135,11 +143,11 @@ def export_encoder(run_or_ckpt: str | Path, out_dir: str | Path) -> Path:
         else:
             replace_dir(tmp, out)
         tmp = None
-    except OSError as e:
-        if disk_full(e):
-            raise ExportError(f"{out}: disk full ({os.strerror(e.errno)}) while exporting; "
-                              "nothing was replaced") from None
-        raise
+    except Exception as e:  # noqa: BLE001 - filtered: only failed writes are rephrased
+        why = write_failure(e)
+        if why is None:
+            raise
+        raise ExportError(f"{out}: exporting failed: {why}; nothing was replaced") from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

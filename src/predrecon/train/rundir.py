@@ -23,9 +23,10 @@ import socket
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 try:
     import fcntl
@@ -116,7 +117,7 @@ class RunLock:
                               + ("" if info.get("host") in (None, hostname()) else
                                  "; if that run is no longer alive, delete the lock file"))
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(50):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -179,7 +180,7 @@ class RunLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
