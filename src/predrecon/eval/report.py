@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from . import stats
-from .runner import _jsonable, bootstrap_indices, load_result, make_statistic
+from .records import _jsonable, bootstrap_indices, load_result, make_statistic
 
 #: The paper's claims (hybrid vs MLM), tested per task: (claim, metric, pooling, expected sign).
 HEADLINE = (
