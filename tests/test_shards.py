@@ -279,3 +279,13 @@ def test_cli_data_verify(tmp_path, capsys):
     assert main(["data", "verify", str(tmp_path / "ds")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "val.tokens.00000.bin: sha256 mismatch" in err[0]
+
+
+def test_overwrite_replaces_only_a_previous_dataset(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    with pytest.raises(DatasetError, match="--overwrite replaces only a previous dataset.*holds notes.txt"):
+        build_tiny(mine, make_docs(10), overwrite=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temporary left

@@ -313,8 +313,16 @@ def _progress(enabled: bool, source: str | None) -> Any:
 def _check_target(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DatasetError(f"{out}: already exists and is not empty (pass overwrite=True / --overwrite)")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise DatasetError(f"{out}: already exists and is not empty (pass overwrite=True / --overwrite)")
+        try:
+            Manifest.from_file(out / "manifest.json")
+        except DatasetError:  # --overwrite replaces a dataset, never a folder of other files
+            found = sorted(p.name for p in out.iterdir())
+            more = " ..." if len(found) > 4 else ""
+            raise DatasetError(f"{out}: --overwrite replaces only a previous dataset, and this folder holds "
+                               f"{', '.join(found[:4])}{more}; nothing was written") from None
 
 
 def _install(tmp: Path, out: Path, overwrite: bool) -> None:
