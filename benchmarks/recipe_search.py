@@ -18,7 +18,7 @@ Quality is measured with a fixed, small protocol that uses only the encoder load
 Commands::
 
     python benchmarks/recipe_search.py run --name NAME --data DIR --steps N --ckpt-every K \
-        [--eval-at 2,5,10] [--objective hybrid] -- KEY=VALUE ...
+        [--eval-at 2,5,10] [--objective hybrid] [--resume] -- KEY=VALUE ...
     python benchmarks/recipe_search.py eval RUN_DIR [--eval-at 2,5,10 | --final]
     python benchmarks/recipe_search.py table RUN_DIR ... [--md OUT.md] [--png OUT.png]
 
@@ -241,14 +241,24 @@ def cmd_run(a: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "predrecon.cli", "train", "--data", a.data, "--out", str(run), "--preset", a.preset,
            "--objective", a.objective, "--steps", str(a.steps), f"train.ckpt_every={a.ckpt_every}",
            "train.keep_ckpts=100000", "train.diag_every=0", "train.progress=false", "train.device=cpu", *a.overrides]
+    # --resume continues from the newest checkpoint; CPU and wall clocks go on from its dating
+    prior = load_times(run)
+    last = max((s for s, _ in checkpoints(run) if s in prior), default=None) if a.resume else None
+    if a.resume:
+        newest = checkpoints(run)[-1][0] if checkpoints(run) else None
+        if newest is not None and newest != last:
+            raise SystemExit(f"{run}: checkpoint step {newest} has no CPU dating; remove it to resume from {last}")
+        cmd += ["--resume", "auto"]
+    cpu0 = prior[last]["cpu_min"] * 60 if last is not None else 0.0
+    wall0 = prior[last]["wall_min"] * 60 if last is not None else 0.0
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads),
            "TOKENIZERS_PARALLELISM": "false"}
     (run / "recipe.json").write_text(json.dumps({"name": a.name, "data": a.data, "preset": a.preset,
                                                  "objective": a.objective, "steps": a.steps,
                                                  "overrides": a.overrides, "command": cmd}, indent=2))
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # inherited across exec: subtract it
-    t0 = time.time()
-    with open(run / "train.out", "w") as log:
+    t0 = time.time() - wall0
+    with open(run / "train.out", "a" if a.resume else "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     sampler = CpuSampler(proc)
     sampler.start()
@@ -265,7 +275,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             if step in times or cfg_batch is None:
                 continue
             wall = (p / "state.json").stat().st_mtime
-            rec = {"step": step, "cpu_min": sampler.cpu_at(wall) / 60, "wall_min": (wall - t0) / 60,
+            rec = {"step": step, "cpu_min": (cpu0 + sampler.cpu_at(wall)) / 60, "wall_min": (wall - t0) / 60,
                    "token_slots": step * cfg_batch[0] * cfg_batch[1]}
             with open(run / "ckpt_times.jsonl", "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
@@ -282,8 +292,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     times = date_new()
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (ru.ru_utime + ru.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
-    total = {"rc": proc.returncode, "cpu_min_rusage": cpu / 60,
-             "cpu_min_sampled": sampler.samples[-1][1] / 60, "wall_min": (time.time() - t0) / 60}
+    total = {"rc": proc.returncode, "cpu_min_rusage": (cpu0 + cpu) / 60,
+             "cpu_min_sampled": (cpu0 + sampler.samples[-1][1]) / 60, "wall_min": (time.time() - t0) / 60}
     (run / "recipe_train.json").write_text(json.dumps(total, indent=2))
     print(f"[recipe] {a.name}: trained, rc {proc.returncode}, {total['cpu_min_rusage']:.2f} CPU-min "
           f"(sampled {total['cpu_min_sampled']:.2f}), {total['wall_min']:.1f} wall-min", flush=True)
@@ -371,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--eval-at", default="", help="CPU-minutes at which to evaluate (comma-separated)")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--no-eval", action="store_true", help="only train and date the checkpoints")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run from its newest checkpoint")
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     e = sub.add_parser("eval", help="evaluate dated checkpoints of a finished run")
     e.add_argument("run")
