@@ -117,6 +117,8 @@ def test_eval_files_and_metrics(evals):
             assert "balance.normalised" in m and "balance.difference" not in m
             assert ("linear_probe.paper" in m) == (pooling == "mean")
             assert m.get("linear_probe.paper", {}).get("faithful_replica", True) is True
+            if pooling == "mean":
+                assert {"majority", "length_only", "random_init"} <= set(m["linear_probe.paper"]["floors"])
             pe = res["per_example"]
             assert m["lexical.content_auc"]["value"] == pytest.approx(pe["lexical_content"].mean())
             for name in ("probe.glue", "lexical.content_auc", "balance.normalised", "geometry.uniformity"):

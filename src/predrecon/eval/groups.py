@@ -265,6 +265,10 @@ def _linear_probe(c: _Ctx) -> None:
         c.pe["linear_probe_correct"] = r.correct.astype(np.float64)
         c.add("linear_probe.paper", {"type": "mean", "key": "linear_probe_correct"})
     c.details["linear_probe_paper"] = _jsonable(r.chosen)
+    score = "spearman" if reg else "accuracy"  # the paper probe's own score: floors with the same score
+    for key, fl in c.prep.cache.items():
+        if isinstance(key, tuple) and key[0] == "probe_floors" and score in fl:
+            c.floors["linear_probe.paper"] = dict(fl[score])
 
 
 def _decorate(c: _Ctx, floor_metrics: dict | None, floor_note: str | None) -> None:
