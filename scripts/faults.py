@@ -458,6 +458,17 @@ def _tok_junk_dataset(s: Suite):
     return judge_refusal(s.eval(d / "run", d / "ev"), "tokenizer.json")
 
 
+@case("tokenizer_junk_dataset_rehashed_eval", "data", "tokenizer")
+def _tok_junk_rehashed(s: Suite):
+    """The same with the manifest's sha256 updated: the tokenizer parser itself must refuse it."""
+    d = s.fresh("tokjunkre")
+    shutil.copytree(s.data(), d / "data")
+    _expect_ok(s.train(d / "data", d / "run", "--steps", "2"))
+    (d / "data" / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nope"')
+    _rehash_dataset(d / "data", "tokenizer.json")
+    return judge_refusal(s.eval(d / "run", d / "ev"), "tokenizer.json")
+
+
 def _dataset_case(name: str, mutate: Callable[[Path], None], tokens: tuple[str, ...], owner: str,
                   silent_is_loss: bool = True):
     @case(name, "data", owner)

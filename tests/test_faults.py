@@ -164,3 +164,12 @@ def test_debug_flag_and_env_show_the_traceback(tmp_path, monkeypatch):
         main(args)
     monkeypatch.setenv("PREDRECON_DEBUG", "0")
     assert main(args) == 2
+
+
+def test_library_io_error_named_by_the_output_dir():
+    """safetensors reports a full disk as 'os error 28' without a path: the line names --out."""
+    e = type("SafetensorError", (Exception,), {})("Error while serializing: I/O error: No space left (os error 28)")
+    rc, line = error_line(e, where="runs/x")
+    assert rc == 2 and line.startswith("predrecon: error: runs/x: Error while serializing") and "disk full" in line
+    rc, line = error_line(type("SafetensorError", (Exception,), {})("header too large"), where="runs/x")
+    assert rc == 1 and "internal error" in line

@@ -18,6 +18,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -345,33 +346,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def error_line(e: BaseException) -> tuple[int, str]:
+def error_line(e: BaseException, where: str | Path | None = None) -> tuple[int, str]:
     """``(exit code, one line)`` for an error reaching the command line.
 
     Known kinds (bad input: config, files, datasets, checkpoints, I/O) give exit code 2 and their
     message, which names the key or file; an OS error names its file and says when the disk is full.
-    Anything else is a bug: exit code 1, its type and message, and how to see the traceback.
+    A library's I/O error that carries only an OS error number (e.g. safetensors: "os error 28")
+    is named by ``where``, the directory the command writes. Anything else is a bug: exit code 1,
+    its type and message, and how to see the traceback.
     """
-    known: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError, CheckpointError, MemoryError)
-    try:
-        from .train.rundir import RunLockedError
-
-        known += (RunLockedError,)
-    except ImportError:  # pragma: no cover - older tree
-        pass
+    known = (ValueError, KeyError, OSError, MemoryError, CheckpointError)  # and the project's own error types
     if isinstance(e, OSError) and e.filename is not None:
-        where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
-        msg = f"{where}: {e.strerror or e}"
+        names = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
+        msg = f"{names}: {e.strerror or e}"
     elif isinstance(e, KeyError) and len(e.args) == 1:
         msg = str(e.args[0])
     else:
         msg = str(e) or type(e).__name__
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        msg += " (disk full or file-size limit reached; nothing was replaced, free space and rerun)"
+    full = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    m = re.search(r"os error (\d+)", msg)
+    lib_io = not isinstance(e, OSError) and m is not None and int(m.group(1)) in full
+    if lib_io and where is not None:
+        msg = f"{where}: {msg}"
+    if lib_io or (isinstance(e, OSError) and e.errno in full):
+        msg += " (disk full or file-size limit reached)"
     msg = " ".join(msg.split())
     if len(msg) > 600:
         msg = msg[:600] + " ..."
-    if isinstance(e, known) or type(e).__module__.startswith("predrecon."):  # the project's own errors
+    if isinstance(e, known) or lib_io or type(e).__module__.startswith("predrecon."):  # the project's own
         return 2, f"predrecon: error: {msg}"
     return 1, (f"predrecon: internal error: {type(e).__name__}: {msg} "
                f"(rerun with --debug or {DEBUG_ENV}=1 for the traceback)")
@@ -394,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the one boundary that turns errors into one line
         if debug:
             raise
-        rc, line = error_line(e)
+        rc, line = error_line(e, where=getattr(args, "out", None))
         print(line, file=sys.stderr)
         return rc
 
