@@ -87,6 +87,20 @@ def test_bert_family_maps_exactly_onto_bertmodel():
     assert torch.equal(sd["tok_emb.weight"][:50], enc.tok_emb.weight[:50])  # padded rows: enc2's own
 
 
+@pytest.mark.parametrize("kind, key, extra", [("hybrid", "loss_mlm", "jepa.target_layers=1"),
+                                             ("mlm", "loss_mlm", "jepa.target_layers=1"),
+                                             ("jepa", "loss_jepa", "jepa.target_layers=2")])
+def test_bert_family_trains_with_every_objective(tiny_data, tmp_path, kind, key, extra):
+    """The JEPA targets (EMA encoder's hidden states, top-K with target_layers=2) and the MLM head
+    work on the post-LN family: the loss falls as in tests/test_train.py::test_loss_falls."""
+    train(bert_cfg(tiny_data, f"objective.kind={kind}", extra, "train.steps=20", "train.log_every=4",
+                   "optim.warmup_steps=2", "train.diag_every=10", "train.tensorboard=off"), tmp_path)
+    recs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    curve = [r[key] for r in recs if key in r and "event" not in r]
+    assert len(curve) == 5 and all(map(torch.isfinite, torch.tensor(curve)))
+    assert sum(curve[-2:]) / 2 < 0.95 * curve[0], curve
+
+
 def test_hf_export_loads_in_automodel_and_autotokenizer(bert_run, tmp_path, capsys):
     from transformers import AutoModel, AutoTokenizer
 
@@ -115,7 +129,7 @@ def test_hf_export_refuses_other_families(tiny_data, tmp_path, capsys):
     run = tmp_path / "pre"
     train(apply_overrides(get_preset("debug"), [f"data.path={tiny_data}", "train.progress=false",
                                                  "train.steps=2", "optim.warmup_steps=0", "train.diag_every=0"]), run)
-    with pytest.raises(InteropError, match="family=prenorm, positions=sincos.*--format safetensors"):
+    with pytest.raises(InteropError, match=r"family=prenorm, positions=\w+, .*--format safetensors"):
         export_hf(run, tmp_path / "hf")
     assert cli(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 2
     err = capsys.readouterr().err
@@ -225,6 +239,33 @@ def test_init_from_hf_checkpoint_continue_export_reload(tiny_data, small_hf_chec
         theirs = reloaded(input_ids=ids, attention_mask=mask).last_hidden_state
     assert (ours - theirs)[real].abs().max() < TOL
     assert (theirs - ref)[real].abs().max() > 1e-3  # it trained
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_init_takes_the_mlm_head_of_a_masked_lm_checkpoint(tiny_data, small_hf_checkpoint, tie):
+    """BertForMaskedLM -> our encoder + MLM head: the logits at masked positions agree."""
+    from transformers import BertForMaskedLM
+
+    from predrecon.data.shards import TokenDataset
+    from predrecon.interop.hf import apply_init
+    from predrecon.train.meta import HybridModel
+    ref = BertForMaskedLM.from_pretrained(str(small_hf_checkpoint)).eval()
+    ov = [f"data.path={tiny_data}", "objective.kind=mlm", f"train.init=hf:{small_hf_checkpoint}",
+          f"mlm.tie_decoder={tie}"]
+    cfg = apply_init(apply_overrides(get_preset("debug"), ov))
+    ds = TokenDataset(tiny_data)
+    model = HybridModel(cfg, ds.vocab_size, ds.special_ids).eval()
+    before = model.mlm_head.dense.weight.clone()
+    load_init_weights(model, cfg)
+    assert not torch.equal(before, model.mlm_head.dense.weight)
+    ids = torch.randint(5, ds.vocab_size, (2, 12))
+    index = torch.tensor([[1, 4, 7], [0, 2, 11]])
+    with torch.no_grad():
+        ours = model.mlm_head(model.encoder(ids).last_hidden_state, index)  # (B, M, V)
+        theirs = torch.gather(ref(input_ids=ids).logits, 1, index[..., None].expand(-1, -1, ds.vocab_size))
+    diff = (ours - theirs).abs().max().item()
+    print(f"MLM logits: max |ours - BertForMaskedLM| = {diff:.3g} (tie_decoder={tie})")
+    assert ours.shape == theirs.shape and diff < 1e-5
 
 
 @needs_minilm

@@ -22,7 +22,10 @@ ours (``Encoder``)                     ``BertModel``
 
 ``BertModel``'s pooler (dense + tanh on ``[CLS]``) is not part of our encoder: an export does not
 write it (``transformers`` initialises it randomly and says so; use ``last_hidden_state`` or the
-sentence-transformers export), and an import ignores it, as it ignores ``cls.*`` heads.
+sentence-transformers export), and an import ignores it. An import from a ``BertForMaskedLM`` /
+``BertForPreTraining`` checkpoint also takes its MLM head (``cls.predictions.*``: transform dense,
+LayerNorm, decoder — the word embeddings when tied — and bias), which has exactly our
+:class:`~predrecon.model.heads.MLMHead`'s layout; other checkpoints' runs start with a fresh head.
 
 Families that cannot map exactly (``prenorm``: pre-LN blocks and a final LayerNorm; ``sincos`` /
 ``rope`` positions) are refused by :func:`export_hf` with one line pointing to the safetensors
@@ -370,14 +373,48 @@ def apply_init(cfg: RunConfig) -> RunConfig:
     return cfg.validate()
 
 
+def mlm_head_from_hf(hf_sd: dict[str, torch.Tensor], head: torch.nn.Module, vocab_size: int
+                     ) -> dict[str, torch.Tensor] | None:
+    """State dict for our ``MLMHead`` from a checkpoint's ``cls.predictions.*`` (``None`` when it
+    has no MLM head). The decoder is the checkpoint's own or, tied, its word embeddings; padded
+    decoder rows keep ``head``'s values."""
+    p = "cls.predictions."
+    if p + "transform.dense.weight" not in hf_sd:
+        return None
+    own = head.state_dict()
+    dec_w = hf_sd.get(p + "decoder.weight", hf_sd.get("bert.embeddings.word_embeddings.weight"))
+    dec_b = hf_sd.get(p + "bias", hf_sd.get(p + "decoder.bias"))
+    if dec_w is None or dec_b is None:
+        raise InteropError("cls.predictions: MLM head without decoder weight or bias")
+    out = {"dense.weight": hf_sd[p + "transform.dense.weight"], "dense.bias": hf_sd[p + "transform.dense.bias"],
+           "norm.weight": hf_sd[p + "transform.LayerNorm.weight"], "norm.bias": hf_sd[p + "transform.LayerNorm.bias"]}
+    for name, src in (("decoder.weight", dec_w), ("decoder.bias", dec_b)):
+        t = own[name].detach().clone()
+        t[:vocab_size] = src[:vocab_size]
+        out[name] = t
+    return {k: v.float() for k, v in out.items()}
+
+
 @torch.no_grad()
 def load_init_weights(model: torch.nn.Module, cfg: RunConfig) -> None:
     """Copy the ``train.init`` checkpoint's weights into ``model.encoder`` (a HybridModel's
-    student, built from :func:`apply_init`'s config) and into its EMA target, if any. Heads and
-    predictor keep their fresh initialisation."""
+    student, built from :func:`apply_init`'s config), into its EMA target, if any, and into its
+    MLM head when the checkpoint has one (:func:`mlm_head_from_hf`; with ``mlm.tie_decoder`` the
+    decoder weight is the just-loaded embedding). The predictor keeps its fresh initialisation."""
     d = resolve_hf_dir(cfg.train.init)
     enc: Encoder = model.encoder
-    enc.load_state_dict(from_hf_state_dict(read_hf_weights(d), enc, str(d)))
+    sd = read_hf_weights(d)
+    enc.load_state_dict(from_hf_state_dict(sd, enc, str(d)))
     target = getattr(model, "target", None)
     if target is not None:
         target.load_state_dict(enc.state_dict())
+    head = getattr(model, "mlm_head", None)
+    if head is not None:
+        head_sd = mlm_head_from_hf(sd, head, enc.vocab_size)
+        if head_sd is not None:
+            tied = head.decoder.weight is enc.tok_emb.weight  # then the embedding is already loaded
+            if tied:
+                head_sd.pop("decoder.weight")
+            res = head.load_state_dict(head_sd, strict=False)
+            if res.unexpected_keys or set(res.missing_keys) - ({"decoder.weight"} if tied else set()):
+                raise InteropError(f"{d}: MLM head does not map onto ours ({res})")
