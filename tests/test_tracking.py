@@ -128,3 +128,27 @@ def test_wandb_asked_for_but_absent(monkeypatch, tmp_path):
     cfg.train.tensorboard, cfg.train.wandb = "off", "p"
     with pytest.raises(ConfigError, match="train.wandb='p': the wandb package is not installed"):
         Tracker(ListLog(), cfg, tmp_path)
+
+
+@pytest.mark.skipif(not has_package("tensorboard"), reason="tensorboard not installed")
+def test_tensorboard_resume_drops_the_events_after_the_resumed_step(tmp_path):
+    """As log.jsonl drops its records after the checkpoint a run resumes from, TensorBoard purges
+    the events after it (purge_step), so a resumed curve has each step once, with the new value."""
+    import time
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = get_preset("debug")
+    cfg.train.tensorboard = "on"
+    first = Tracker(ListLog(), cfg, tmp_path)
+    for step in (2, 4, 6):
+        first.write({"step": step, "loss": float(step)})
+    first.close()
+    time.sleep(1.1)  # event file names carry a timestamp in seconds
+    second = Tracker(ListLog(), cfg, tmp_path, start=4, resuming=True)  # the checkpoint was at step 4
+    for step in (6, 8):
+        second.write({"step": step, "loss": 100.0 + step})
+    second.close()
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(2, 2.0), (4, 4.0), (6, 106.0), (8, 108.0)]
