@@ -1,6 +1,9 @@
 import json
+import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from predrecon.config import ConfigError, RunConfig, apply_overrides
 from predrecon.presets import PRESETS, apply_faithful, get_preset
@@ -45,3 +48,28 @@ def test_faithful_switches_every_quirk():
     assert cfg.objective.balancer == "sigmoid" and not cfg.objective.attention_mask
     default = get_preset("paper")
     assert default.objective.attention_mask and default.jepa.context_excludes_targets
+
+
+def _keys():
+    d = get_preset("debug").to_dict()
+    return sorted(f"{s}.{k}" for s, sub in d.items() if isinstance(sub, dict) for k in sub)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from(_keys()),
+       raw=st.one_of(st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1", "1e309", "0.5", "1,2", "1,2,3", "", "x",
+                                      "true", "cuda:0", "1e-9", "64", "65", "-0.0"]),
+                     st.text(max_size=12)))
+def test_any_override_is_applied_or_refused_naming_the_key(key, raw):
+    """Every key, any value: a validated config with only finite floats, or ConfigError naming the key."""
+    try:
+        cfg = apply_overrides(get_preset("debug"), [f"{key}={raw}"])
+    except ConfigError as e:  # names this key, or the key it conflicts with (e.g. warm-up vs steps)
+        named = str(e).split(":", 1)[0]
+        assert named in _keys() or named in get_preset("debug").to_dict(), str(e)
+        return
+    for sec in cfg.to_dict().values():
+        if isinstance(sec, dict):
+            for v in sec.values():
+                for x in (v if isinstance(v, (list, tuple)) else [v]):
+                    assert not isinstance(x, float) or math.isfinite(x)

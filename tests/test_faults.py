@@ -173,3 +173,50 @@ def test_library_io_error_named_by_the_output_dir():
     assert rc == 2 and line.startswith("predrecon: error: runs/x: Error while serializing") and "disk full" in line
     rc, line = error_line(type("SafetensorError", (Exception,), {})("header too large"), where="runs/x")
     assert rc == 1 and "internal error" in line
+
+
+def _faults_module():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "faults.py"
+    spec = importlib.util.spec_from_file_location("faults_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fault_suite_classifier():
+    f = _faults_module()
+    R = f.Result
+    tb = "Traceback (most recent call last):\n  File x\n_csv.Error: field larger than field limit\nbar 0%|\n"
+    assert f.judge_refusal(R(1, "", tb, 0), "dev.tsv") == ("traceback", "_csv.Error: field larger than field limit")
+    assert f.judge_refusal(R(0, "", "", 0), "optim.lr")[0] == "unclear"  # accepted silently
+    assert f.judge_refusal(R(-9, "", "", 0), "x")[0] == "unclear"  # died on a signal
+    assert f.judge_refusal(R(2, "", "predrecon: error: bad value\n", 0), "optim.lr")[0] == "unclear"
+    assert f.judge_refusal(R(2, "", "predrecon: error: optim.lr: must be finite\n", 0), "optim.lr") == (
+        "ok", "predrecon: error: optim.lr: must be finite")
+    internal = "predrecon: internal error: TypeError: x (rerun with --debug)\n"
+    assert f.judge_refusal(R(1, "", internal, 0), "x")[0] == "traceback"
+    assert f.judge_success_or_refusal(R(0, "", "", 0)) == ("ok", "worked")
+    names = [c[0] for c in f.CASES]
+    assert len(names) == len(set(names)) >= 50
+
+
+@pytest.mark.slow
+def test_fault_suite_runs_end_to_end(tmp_path):
+    """The script itself: two fast cases and one SIGKILL trial through the real CLI, JSON written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "faults.py"
+    out = tmp_path / "r.json"
+    p = subprocess.run([sys.executable, str(script), "--only", "cfg_lr_inf,cli_out_is_a_file,sigkill", "--kills", "1",
+                        "--work", str(tmp_path / "w"), "--json", str(out)], capture_output=True, text=True, timeout=600)
+    res = json.loads(out.read_text())
+    assert res["totals"]["cases"] == 3 and res["sigkill"]["n"] == 1, p.stdout[-2000:]
+    assert {c["case"]: c["verdict"] for c in res["cases"]}["cfg_lr_inf"] == "ok"
+    assert res["totals"]["ok"] == 3, p.stdout[-3000:]
