@@ -347,7 +347,7 @@ def _nan_run(s: Suite):
         return "loss", f"non-finite weights checkpointed: {', '.join(bad)}"
     if r.rc == 0:
         return "ok", "finished with finite checkpoints"
-    return judge_refusal(r, "non-finite", "nan")
+    return judge_refusal(r, "non-finite", "nan", "diverg")
 
 
 @case("log_torn_last_line", "run", "data safety")
