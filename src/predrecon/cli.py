@@ -4,6 +4,9 @@
     predrecon train --preset tiny --objective hybrid --data runs/data/wiki --out runs/hybrid
     predrecon train ... --resume auto
     predrecon export runs/hybrid --out runs/hybrid/encoder
+    predrecon export runs/bert --format hf --out runs/bert/hf          # transformers AutoModel (bert family)
+    predrecon train --init hf:minilm --objective mlm --data runs/data/wiki --out runs/minilm-mlm
+    predrecon train --config runs/hybrid/config.json --out runs/again   # a run's config, reproduced
     predrecon eval runs/hybrid --tasks sst2,mrpc --poolings mean,max --out runs/hybrid/eval
     predrecon compare runs/hybrid/eval runs/mlm/eval --out reports/hybrid-vs-mlm
     predrecon experiment --preset tiny --arms hybrid,mlm --seeds 3 --out runs/exp
@@ -267,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--print-config", action="store_true", help="print the resolved config")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("export", help="write the encoder alone (safetensors + config + tokenizer)")
+    e = sub.add_parser("export", help="write the encoder alone: safetensors (ours), hf (transformers) or "
+                                      "sentence-transformers, with its tokenizer")
     e.add_argument("run", help="run directory or checkpoint directory")
     e.add_argument("--out", help="output directory (default: RUN/encoder, RUN/hf, RUN/sentence-transformers)")
     e.add_argument("--format", default="safetensors", choices=["safetensors", "hf", "sentence-transformers"],
