@@ -21,8 +21,9 @@ from __future__ import annotations
 import importlib.util
 import math
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from ..config import ConfigError, RunConfig
 
