@@ -57,6 +57,19 @@ def test_ema_update_on_tensor_lists_and_errors():
         ema_update(Net(0), nn.Linear(3, 4), 0.5)
 
 
+@pytest.mark.parametrize("m", [0.0, 0.9, 0.996])
+def test_ema_update_skip_flag_on_device(m):
+    """``skip`` false: bit-identical to the plain update; true: parameters exactly unchanged."""
+    ref, tgt, onl = Net(0), Net(0), Net(1)
+    ema_update(ref, onl, m)
+    ema_update(tgt, onl, m, skip=torch.tensor(False))
+    for a, b in zip(ref.parameters(), tgt.parameters()):
+        assert torch.equal(a, b)
+    before = [p.clone() for p in tgt.parameters()]
+    ema_update(tgt, onl, m, skip=torch.tensor(True))
+    assert all(torch.equal(a, b) for a, b in zip(before, tgt.parameters()))
+
+
 def test_make_target_is_frozen_copy_without_grads():
     enc = Encoder(ModelConfig(dim=16, depth=1, heads=2, max_len=16, pad_vocab_multiple=8), 20).train()
     tgt = make_target(enc)

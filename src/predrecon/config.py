@@ -80,7 +80,7 @@ class ModelConfig:
     heads: int = 8
     mlp_ratio: float = 4.0
     max_len: int = 512
-    positions: str = "sincos"  # sincos | learned | rope
+    positions: str = "learned"  # sincos (the reference; position dominates JEPA targets) | learned | rope
     # "prenorm": ours (pre-LN blocks, final LayerNorm); "bert": post-LN, embedding LayerNorm,
     # token-type row 0, no final LayerNorm: the parameterisation of transformers' BertModel
     # (needs positions=learned; exports with `--format hf`; model/encoder.py FAMILIES)
@@ -265,6 +265,10 @@ class TrainConfig:
     diag_every: int = 100  # collapse diagnostics
     collapse_std: float = 1e-3  # warn when a feature std falls below this
     collapse_rank: float = 1.1  # warn when effective rank (>= 1 by definition) falls below this
+    collapse_rank_frac: float = 0.25  # warn when the student's token effective rank < this x its init value
+    trivial_jepa: float = 0.25  # warn when position-only JEPA loss < this x the no-information loss
+    max_nonfinite: int = 5  # stop after this many consecutive skipped (non-finite) steps
+    diverge_factor: float = 3.0  # stop when the logged MLM loss exceeds this x its best value; 0 = off
     progress: bool = True
     init: str = ""  # "hf:DIR": start from a transformers BERT checkpoint (its shape sets model.*)
     tensorboard: str = "auto"  # auto (when the package is installed) | on (required) | off
@@ -284,10 +288,16 @@ class TrainConfig:
         _check(self.log_every >= 1, "train.log_every", "must be >= 1")
         _check(self.ckpt_every >= 1, "train.ckpt_every", "must be >= 1")
         _check(self.diag_every >= 0, "train.diag_every", "must be >= 0")
+        _check(0 <= self.collapse_rank_frac < 1, "train.collapse_rank_frac",
+               f"must be in [0, 1), got {self.collapse_rank_frac}")
+        _check(0 <= self.trivial_jepa < 1, "train.trivial_jepa", f"must be in [0, 1), got {self.trivial_jepa}")
+        _check(self.max_nonfinite >= 1, "train.max_nonfinite", f"must be >= 1, got {self.max_nonfinite}")
         _check(self.tensorboard in ("auto", "on", "off"), "train.tensorboard",
                f"must be auto|on|off, got {self.tensorboard!r}")
         _check(not self.init or self.init.startswith("hf:"), "train.init",
                f"expected hf:DIR (a transformers BERT checkpoint), got {self.init!r}")
+        _check(self.diverge_factor == 0 or self.diverge_factor > 1, "train.diverge_factor",
+               f"must be 0 (off) or > 1, got {self.diverge_factor}")
 
 
 @dataclass

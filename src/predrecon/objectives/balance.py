@@ -1,7 +1,7 @@
 """Loss balancers: combine the per-objective losses into one total.
 
-Every balancer is an ``nn.Module`` called as ``bal(losses, shared_params=None)`` with
-``losses = {"jepa": L_jepa, "mlm": L_mlm}`` (scalar tensors) and returns
+Every balancer is an ``nn.Module`` called as ``bal(losses, shared_params=None, update=True)``
+with ``losses = {"jepa": L_jepa, "mlm": L_mlm}`` (scalar tensors) and returns
 ``(total, logs)``; ``logs`` holds *detached* tensors and always contains ``lambda`` (the
 effective weight of JEPA, ``w_jepa / (w_jepa + w_mlm)``), ``w_jepa`` and ``w_mlm``. Learned
 balancers keep their weights as parameters; the trainer puts ``bal.parameters()`` in their own
@@ -28,8 +28,14 @@ Registry :data:`BALANCERS` (name -> class with ``from_config``):
   ``total.backward()`` trains the model through the weighted sum (weights detached) and θ
   through ``aux`` (the gradient norms are computed with ``torch.autograd.grad`` and detached,
   so ``aux`` has gradient w.r.t. θ only; no double backward). ``L_i(0)`` is recorded on the first
-  training call into a buffer (checkpointed with the state dict). The auxiliary term is only
-  built in training mode with gradients enabled; ``shared_params`` are required then.
+  training call with finite losses into a buffer (checkpointed with the state dict). The
+  auxiliary term is only built in training mode with gradients enabled and ``update=True``;
+  ``shared_params`` are required then. Its extra backward is the cost, so the trainer passes
+  ``update=True`` only every ``objective.gradnorm_every`` steps (chosen by step index) and scales
+  the balancer's lr by that interval (see ``train.loop.build_optimizer``), so θ moves per step as
+  fast as when it is updated every step.
+
+``update`` is ignored by the other balancers (their weights are trained through ``total``).
 """
 
 from __future__ import annotations
@@ -91,8 +97,8 @@ class IdentityBalancer(Balancer):
     def from_config(cls, cfg: ObjectiveConfig) -> "IdentityBalancer":
         return cls(cfg.kind)
 
-    def forward(self, losses: dict[str, torch.Tensor], shared_params: list[torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, losses: dict[str, torch.Tensor], shared_params: list[torch.Tensor] | None = None,
+                update: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         _check_losses(losses, self.tasks, "none")
         loss = losses[self.task]
         one, zero = torch.ones_like(loss).detach(), torch.zeros_like(loss).detach()
@@ -113,8 +119,8 @@ class FixedBalancer(Balancer):
     def from_config(cls, cfg: ObjectiveConfig) -> "FixedBalancer":
         return cls(cfg.fixed_lambda)
 
-    def forward(self, losses: dict[str, torch.Tensor], shared_params: list[torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, losses: dict[str, torch.Tensor], shared_params: list[torch.Tensor] | None = None,
+                update: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         _check_losses(losses, TASKS, "fixed")
         lj, lm = losses["jepa"], losses["mlm"]
         total = self.lam * lj + (1.0 - self.lam) * lm
@@ -129,8 +135,8 @@ class SigmoidBalancer(Balancer):
         super().__init__()
         self.w = nn.Parameter(torch.tensor(float(init)))
 
-    def forward(self, losses: dict[str, torch.Tensor], shared_params: list[torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, losses: dict[str, torch.Tensor], shared_params: list[torch.Tensor] | None = None,
+                update: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         _check_losses(losses, TASKS, "sigmoid")
         lam = torch.sigmoid(self.w)
         total = lam * losses["jepa"] + (1.0 - lam) * losses["mlm"]
@@ -147,8 +153,8 @@ class UncertaintyBalancer(Balancer):
         self.tasks = _check_tasks(tasks, "uncertainty")
         self.log_vars = nn.Parameter(torch.zeros(len(self.tasks)))  # s_i = log σ_i²
 
-    def forward(self, losses: dict[str, torch.Tensor], shared_params: list[torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, losses: dict[str, torch.Tensor], shared_params: list[torch.Tensor] | None = None,
+                update: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         _check_losses(losses, self.tasks, "uncertainty")
         L = torch.stack([losses[t] for t in self.tasks]).float()  # (T,)
         w = torch.exp(-self.log_vars)  # (T,)
@@ -162,30 +168,26 @@ class UncertaintyBalancer(Balancer):
 class GradNormBalancer(Balancer):
     """GradNorm (Chen et al., 2018) with asymmetry ``alpha`` (see module doc for the exact form)."""
 
-    def __init__(self, alpha: float = 1.5, tasks: tuple[str, ...] = TASKS, every: int = 1):
+    def __init__(self, alpha: float = 1.5, tasks: tuple[str, ...] = TASKS):
         super().__init__()
         if alpha < 0:
             raise ValueError(f"objective.gradnorm_alpha must be >= 0, got {alpha}")
-        if every < 1:
-            raise ValueError(f"objective.gradnorm_every must be >= 1, got {every}")
         self.alpha = float(alpha)
-        self.every = int(every)  # update the weights on every k-th training call (cost / k)
         self.tasks = _check_tasks(tasks, "gradnorm")
         self.logits = nn.Parameter(torch.zeros(len(self.tasks)))  # w = T softmax(logits)
         self.register_buffer("initial_losses", torch.zeros(len(self.tasks)))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
-        self._calls = 0  # training calls so far; a Python int (no device sync), saved as extra state
 
     @classmethod
     def from_config(cls, cfg: ObjectiveConfig) -> "GradNormBalancer":
-        return cls(cfg.gradnorm_alpha, every=cfg.gradnorm_every)
+        return cls(cfg.gradnorm_alpha)
 
     def weights(self) -> torch.Tensor:
         """Current task weights (T,), positive, summing to T."""
         return len(self.tasks) * torch.softmax(self.logits, dim=0)
 
-    def forward(self, losses: dict[str, torch.Tensor], shared_params: list[torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, losses: dict[str, torch.Tensor], shared_params: list[torch.Tensor] | None = None,
+                update: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         _check_losses(losses, self.tasks, "gradnorm")
         L = torch.stack([losses[t] for t in self.tasks]).float()  # (T,)
         w = self.weights()  # (T,)
@@ -193,16 +195,18 @@ class GradNormBalancer(Balancer):
         logs = _weight_logs(self.tasks, w)
         if not (self.training and torch.is_grad_enabled() and L.requires_grad):
             return total, logs
-        calls, self._calls = self._calls, self._calls + 1
-        if calls % self.every != 0:  # between updates the weights stay as they are
+        if update:
+            if not shared_params:
+                raise ValueError("gradnorm balancer needs shared_params (e.g. the last shared block's "
+                                 "parameters) in training mode")
+            g = torch.stack([self._grad_norm(losses[t], t, shared_params) for t in self.tasks])  # (T,)
+        with torch.no_grad():  # L_i(0): the first finite training losses (no host sync)
+            record = ~self.initialised & torch.isfinite(L).all()
+            self.initial_losses.copy_(torch.where(record, L.detach(), self.initial_losses))
+            self.initialised.logical_or_(record)
+        if not update:  # between updates the weights stay as they are
             return total, logs
-        if not shared_params:
-            raise ValueError("gradnorm balancer needs shared_params (e.g. the last shared block's "
-                             "parameters) in training mode")
-        g = torch.stack([self._grad_norm(losses[t], t, shared_params) for t in self.tasks])  # (T,)
         with torch.no_grad():
-            self.initial_losses.copy_(torch.where(self.initialised, self.initial_losses, L.detach()))
-            self.initialised.fill_(True)
             ratio = L.detach() / self.initial_losses.clamp_min(1e-12)  # L̃_i
             rel = ratio / ratio.mean()  # r_i
         G = w * g  # (T,): gradient only w.r.t. the weights
@@ -213,12 +217,6 @@ class GradNormBalancer(Balancer):
         for t, gi in zip(self.tasks, G):
             logs[f"gradnorm_G_{t}"] = gi.detach()
         return total, logs
-
-    def get_extra_state(self) -> torch.Tensor:
-        return torch.tensor(self._calls, dtype=torch.long)
-
-    def set_extra_state(self, state: torch.Tensor) -> None:
-        self._calls = int(state)
 
     @staticmethod
     def _grad_norm(loss: torch.Tensor, name: str, params: list[torch.Tensor]) -> torch.Tensor:

@@ -23,14 +23,16 @@ def make_target(encoder: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update(target: nn.Module | Iterable[torch.Tensor], online: nn.Module | Iterable[torch.Tensor],
-               momentum: float) -> None:
+               momentum: float, skip: torch.Tensor | None = None) -> None:
     """In place ``t <- momentum * t + (1 - momentum) * o`` for matching tensors.
 
     ``target`` / ``online`` are both modules (all parameters are averaged and all buffers
     copied, in ``named_parameters`` / ``named_buffers`` order) or both iterables of tensors
     (averaged). ``momentum`` in [0, 1]: 0 copies ``online`` exactly, 1 leaves ``target``
-    unchanged exactly (``torch.lerp`` is exact at both ends). Raises ValueError on a length,
-    name or shape mismatch.
+    unchanged exactly (``torch.lerp`` is exact at both ends). ``skip``: a 0-dim bool tensor on the
+    parameters' device; where true the parameters are left exactly as they are (weight 0), decided
+    on the device without a host sync (the trainer's skipped non-finite steps; buffers are still
+    copied). Raises ValueError on a length, name or shape mismatch.
     """
     if not 0.0 <= float(momentum) <= 1.0:
         raise ValueError(f"EMA momentum must be in [0, 1], got {momentum}")
@@ -54,4 +56,7 @@ def ema_update(target: nn.Module | Iterable[torch.Tensor], online: nn.Module | I
             raise ValueError(f"ema_update: tensor {i} has shape {tuple(t.shape)} in target, "
                              f"{tuple(o.shape)} in online")
     if t_list:
-        torch._foreach_lerp_(t_list, [o.detach() for o in o_list], 1.0 - float(momentum))
+        weight: float | torch.Tensor = 1.0 - float(momentum)
+        if skip is not None:  # same rounding as the scalar: the fp32 value of 1 - momentum, or 0
+            weight = torch.where(skip, 0.0, torch.tensor(weight, dtype=t_list[0].dtype, device=skip.device))
+        torch._foreach_lerp_(t_list, [o.detach() for o in o_list], weight)

@@ -4,10 +4,16 @@
 
 1. schedules are read by step (lr, EMA momentum) — resume needs no replay;
 2. ``accum_steps`` micro-batches: rows from the batcher, masks from the collator seeded by
-   (seed, micro-step), forward under autocast (bf16 on CUDA, fp32 on CPU), backward;
-3. clip, optimizer step, EMA update of the target;
-4. every ``log_every`` a JSONL record; every ``diag_every`` collapse diagnostics; every
-   ``ckpt_every`` (and at the end) an atomic checkpoint with everything needed to resume.
+   (seed, micro-step), forward under autocast (bf16 on CUDA, fp32 on CPU), backward, each loss
+   normalised by its count over the whole step (:func:`forward_backward`: exact accumulation);
+3. clip (the model, not the balancer), then optimizer step and EMA update of the target — both
+   skipped for a step whose loss or gradient norm is not finite (:func:`apply_update`; counted on
+   the device, no host sync per step on an accelerator); ``train.max_nonfinite`` consecutive
+   skipped steps stop the run, as does a logged MLM loss above ``train.diverge_factor`` x its
+   best (:class:`~predrecon.train.diagnostics.TrainingStopped`, one line);
+4. every ``log_every`` a JSONL record (with the balancer's last ``gradnorm_*`` values); every
+   ``diag_every`` collapse diagnostics; every ``ckpt_every`` (and at the end) an atomic checkpoint
+   with everything needed to resume — never of non-finite weights.
 """
 
 from __future__ import annotations
@@ -29,12 +35,16 @@ from ..config import ConfigError, RunConfig
 from ..data.batching import make_batcher
 from ..data.masking import Collator
 from ..data.shards import TokenDataset
-from .checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
-from .diagnostics import Diagnostics
+from .checkpoint import (latest_valid_checkpoint, load_checkpoint, non_finite_tensors, save_checkpoint,
+                         set_rng_state)
+from .diagnostics import Diagnostics, FaultMonitor, TrainingStopped, divergence_message
 from .meta import HybridModel
 from .rundir import finished_summary, locked_run, read_jsonl
 from .schedules import linear, warmup_cosine
 from .tracking import Tracker
+
+
+DIVERGENCE_KEYS = ("loss_mlm",)  # a likelihood never rises far above its best; JEPA losses may (moving target)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,7 +71,9 @@ def seed_everything(seed: int) -> None:
 
 def build_optimizer(model: HybridModel, cfg: RunConfig, fused: bool = False) -> torch.optim.AdamW:
     """AdamW with three groups: weights (decayed), biases/norms/embeddings' 1-D params (not
-    decayed), and the balancer's own parameters (their own lr and weight decay)."""
+    decayed), and the balancer's own parameters (their own lr and weight decay; the lr is
+    multiplied by :func:`balancer_interval`, so a balancer updated every k steps moves as far
+    per step as one updated every step)."""
     bal_ids = {id(p) for p in model.balancer.parameters()}
     decay, no_decay, bal = [], [], []
     for _, p in model.named_parameters():
@@ -80,9 +92,22 @@ def build_optimizer(model: HybridModel, cfg: RunConfig, fused: bool = False) -> 
     ]
     if bal:
         groups.append({"params": bal, "weight_decay": o.balancer_weight_decay,
-                       "lr_scale": o.balancer_lr / o.lr, "name": "balancer"})
+                       "lr_scale": o.balancer_lr / o.lr * balancer_interval(cfg), "name": "balancer"})
     kw: dict[str, Any] = {"fused": True} if fused else {}
     return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps, **kw)
+
+
+def balancer_interval(cfg: RunConfig) -> int:
+    """Steps between balancer updates: ``objective.gradnorm_every`` for a hybrid GradNorm run, else 1."""
+    o = cfg.objective
+    return o.gradnorm_every if o.kind == "hybrid" and o.balancer == "gradnorm" else 1
+
+
+def balancer_updates_at(cfg: RunConfig, step: int) -> bool:
+    """Whether the balancer updates its weights at 0-based ``step`` (indexed by step, so resume
+    needs no counter). GradNorm updates on the steps that end an interval — ``step + 1`` a multiple
+    of the interval — which are the log steps when ``train.log_every`` is a multiple of it."""
+    return (step + 1) % balancer_interval(cfg) == 0
 
 
 def lr_at(cfg: RunConfig, step: int) -> float:
@@ -96,6 +121,67 @@ def momentum_at(cfg: RunConfig, step: int) -> float:
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def forward_backward(model: HybridModel, batches: list[dict[str, torch.Tensor]], *,
+                     amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
+                     update_balancer: bool = True) -> dict[str, torch.Tensor]:
+    """Accumulate into ``.grad`` the gradient of one optimizer step over the micro-batches
+    ``batches``; returns the step's logs (detached tensors, no host sync).
+
+    Exact accumulation: each loss of a micro-batch is weighed by ``k * n_micro / n_total``
+    (``n`` from :meth:`HybridModel.loss_counts`: masked tokens, target slots) and the balanced
+    total by ``1 / k``, so the sum over micro-batches is each loss averaged over *all* the step's
+    slots — the gradient of one batch holding every row, whatever the per-micro-batch counts —
+    and the logged losses (means of the scaled ones) are the step's exact values. With one
+    micro-batch the weights are exactly 1.
+    """
+    k = len(batches)
+    counts = [model.loss_counts(b) for b in batches]
+    totals = {name: torch.stack([c[name] for c in counts]).sum().clamp_min(1) for name in counts[0]}
+    logs_acc: list[dict[str, torch.Tensor]] = []
+    for b, c in zip(batches, counts):
+        scale = None if k == 1 else {name: k * c[name].float() / totals[name] for name in c}
+        device_type = b["input_ids"].device.type
+        ctx = torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext()
+        with ctx:
+            total, logs = model(b, loss_scale=scale, update_balancer=update_balancer)
+        loss = total / k
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        logs_acc.append(logs)
+    return {key: torch.stack([lg[key].float() for lg in logs_acc]).mean() for key in logs_acc[0]}
+
+
+def apply_update(model: HybridModel, optimizer: torch.optim.Optimizer, bad: torch.Tensor, momentum: float,
+                 *, sync_free: bool, scaler: torch.amp.GradScaler | None = None) -> None:
+    """Optimizer step and EMA update of the target, both skipped when ``bad`` (0-dim bool) is true.
+
+    ``sync_free`` (a fused optimizer on an accelerator): no host sync — ``bad`` is handed to the
+    fused AdamW kernel as ``found_inf`` (it then leaves parameters, moments and step count as
+    they are) and the EMA is masked by ``bad`` on the device (exactly a no-op).
+    Otherwise ``bad`` is read on the host (free on CPU) and both updates are simply not run.
+    With a GradScaler (fp16) the scaler's own overflow skip applies on top.
+    """
+    if sync_free:
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.found_inf = bad.float()  # read by fused AdamW (the GradScaler protocol)
+            optimizer.grad_scale = None
+            try:
+                optimizer.step()
+            finally:
+                del optimizer.found_inf, optimizer.grad_scale
+        model.update_target(momentum, skip=bad)
+    elif not bool(bad):
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        model.update_target(momentum)
+    optimizer.zero_grad(set_to_none=True)
 
 
 class JsonlLogger:
@@ -152,6 +238,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
     batcher = make_batcher(ds, cfg.data, "train", cfg.train.batch_size, cfg.train.seed)
     collator = Collator(cfg.mlm, cfg.jepa, cfg.objective, ds.special_ids, ds.vocab_size, cfg.train.seed)
     diag = Diagnostics(cfg, ds, collator, device)
+    if cfg.train.diag_every:
+        diag.set_reference(model)  # the init (a resumed run rebuilds it from the seed first)
 
     start = 0
     ckpt = None
@@ -199,8 +287,17 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
 
     end = cfg.train.steps if max_steps is None else min(cfg.train.steps, max_steps)
     accum = cfg.optim.accum_steps
+    bal_ids = {id(p) for p in model.balancer.parameters()}
+    clip_params = [p for p in model.parameters() if p.requires_grad and id(p) not in bal_ids]
+    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+    sync_free = device.type != "cpu"  # CPU: reading a flag costs nothing, so skip by branching
+    monitor = FaultMonitor(device, cfg.train.max_nonfinite,
+                           skipped=int(loaded.state.get("skipped_steps", 0)) if ckpt is not None else 0)
     tokens_seen, t0 = 0, time.perf_counter()
     last: dict[str, float] = {}
+    carried: dict[str, torch.Tensor] = {}  # the balancer's last update-step values (gradnorm_*)
+    best: dict[str, float] = {}  # lowest logged value of each divergence-checked loss
+    first: dict[str, torch.Tensor] = {}
     tok_rate = 0.0
     bar = tqdm(total=end, initial=start, disable=not cfg.train.progress, desc=f"train {cfg.objective.kind}",
                dynamic_ncols=True)
@@ -209,43 +306,53 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
         lr = lr_at(cfg, step)
         for g in optimizer.param_groups:
             g["lr"] = lr * g["lr_scale"]
-        logs_acc: list[dict[str, torch.Tensor]] = []
+        batches = []
         for micro in range(accum):
             rows = next(batcher)
-            batch = _to(collator(rows, step * accum + micro), device)
+            batches.append(_to(collator(rows, step * accum + micro), device))
             tokens_seen += int(rows["segment_ids"].ne(0).sum())
-            ctx = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-            with ctx:
-                total, logs = model(batch)
-            loss = total / accum
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            logs_acc.append(logs)
+        update_bal = balancer_updates_at(cfg, step)
+        logs = forward_backward(model, batches, amp=amp, scaler=scaler, update_balancer=update_bal)
+        batch = batches[-1]
         if scaler is not None:
             scaler.unscale_(optimizer)
-        gnorm = None
-        if cfg.optim.grad_clip > 0:
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        model.update_target(momentum_at(cfg, step))
+        gnorm = torch.nn.utils.clip_grad_norm_(clip_params, clip)
+        bad = ~torch.isfinite(logs["loss"])
+        if scaler is None:  # fp16: the scaler skips overflowing gradients itself
+            bad = bad | ~torch.isfinite(gnorm)
+        monitor.record(bad)
+        apply_update(model, optimizer, bad, momentum_at(cfg, step), sync_free=sync_free, scaler=scaler)
+        if update_bal:
+            carried = {k: v for k, v in logs.items() if k.startswith("gradnorm_")}
+        if not first:
+            first = {k: logs[k] for k in DIVERGENCE_KEYS if k in logs}
         done = step + 1
+        is_log = done % cfg.train.log_every == 0 or done == end
+        is_ckpt = done % cfg.train.ckpt_every == 0 or done == end
+        if not sync_free or is_log or is_ckpt:
+            skipped = monitor.check(done)
 
-        if done % cfg.train.log_every == 0 or done == end:
-            rec = {k: float(torch.stack([l[k].float() for l in logs_acc]).mean()) for k in logs_acc[0]}
-            if not all(math.isfinite(v) for v in rec.values()):
-                raise FloatingPointError(f"non-finite loss at step {done}: {rec}")
+        if is_log:
+            rec = {k: float(v) for k, v in ({**carried, **logs}).items()}
+            for k, v in first.items():  # the run's first losses take part in "best"
+                best.setdefault(k, float(v))
             elapsed = time.perf_counter() - t0
             tok_rate = tokens_seen / max(elapsed, 1e-9)
             rec.update(step=done, lr=lr, momentum=momentum_at(cfg, step), tokens_per_s=tok_rate,
-                       grad_norm=float(gnorm) if gnorm is not None else None)
+                       grad_norm=float(gnorm) if cfg.optim.grad_clip > 0 else None, skipped_steps=skipped)
+            if carried:  # the step whose update produced them
+                rec["gradnorm_step"] = done - done % balancer_interval(cfg)
             log.write(rec)
             last = rec
             bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("loss_mlm", "loss_jepa", "lambda") if k in rec}
                             | {"tok/s": f"{tok_rate:,.0f}"})
+            for k in DIVERGENCE_KEYS:
+                if k in rec and math.isfinite(rec[k]):
+                    msg = divergence_message(k, rec[k], best[k], cfg.train.diverge_factor, done)
+                    if msg is not None:
+                        log.write({"event": "stopped", "step": done, "reason": msg})
+                        raise TrainingStopped(msg)
+                    best[k] = min(best[k], rec[k])
         if cfg.train.diag_every and (done % cfg.train.diag_every == 0 or done == end):
             model.eval()
             d = diag.run(model, batch)
@@ -256,16 +363,24 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
                     tqdm.write(f"[predrecon] WARNING: {w}")
                 else:
                     warnings.warn(w, stacklevel=1)
-        if done % cfg.train.ckpt_every == 0 or done == end:
-            save_checkpoint(out, done, model=model.state_dict(),
-                            target=model.target.state_dict() if model.target is not None else None,
-                            optimizer=optimizer.state_dict(),
-                            state={"data": batcher.state_dict(), "config": cfg.to_dict()},
+        if is_ckpt:
+            sd = model.state_dict()
+            tsd = model.target.state_dict() if model.target is not None else None
+            bad_names = non_finite_tensors(model=sd, target=tsd)
+            if bad_names:
+                msg = (f"weights non-finite at step {done} ({', '.join(bad_names[:3])}"
+                       f"{' ...' if len(bad_names) > 3 else ''}): not checkpointed — lower optim.lr")
+                log.write({"event": "stopped", "step": done, "reason": msg})
+                raise TrainingStopped(msg)
+            save_checkpoint(out, done, model=sd, target=tsd, optimizer=optimizer.state_dict(),
+                            state={"data": batcher.state_dict(), "config": cfg.to_dict(),
+                                   "skipped_steps": skipped},
                             keep=cfg.train.keep_ckpts)
         bar.update(1)
     bar.close()
-    summary = {"event": "end", "step": end, "tokens_per_s": tok_rate,
-               "wall_s": time.perf_counter() - t0, **{k: v for k, v in last.items() if k.startswith(("loss", "lambda", "w_"))}}
+    summary = {"event": "end", "step": end, "tokens_per_s": tok_rate, "skipped_steps": int(monitor.skipped),
+               "wall_s": time.perf_counter() - t0,
+               **{k: v for k, v in last.items() if k.startswith(("loss", "lambda", "w_"))}}
     log.write(summary)
     log.close()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

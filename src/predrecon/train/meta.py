@@ -74,10 +74,11 @@ class HybridModel(nn.Module):
         return self
 
     @torch.no_grad()
-    def update_target(self, momentum: float) -> None:
-        """EMA step: target <- momentum * target + (1 - momentum) * student."""
+    def update_target(self, momentum: float, skip: torch.Tensor | None = None) -> None:
+        """EMA step: target <- momentum * target + (1 - momentum) * student; a no-op where the
+        0-dim bool tensor ``skip`` is true (decided on the device, no host sync)."""
         if self.target is not None:
-            ema_update(self.target, self.encoder, momentum)
+            ema_update(self.target, self.encoder, momentum, skip=skip)
 
     def shared_params(self) -> list[nn.Parameter]:
         """Parameters of the last student block: where per-loss gradient norms are measured
@@ -91,7 +92,8 @@ class HybridModel(nn.Module):
     def compute_losses(self, batch: dict[str, torch.Tensor], with_stats: bool = False
                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Unweighted losses ``{"mlm": .., "jepa": ..}`` for one batch (keys as in
-        docs/architecture.md), plus detached collapse statistics when ``with_stats``."""
+        docs/architecture.md), plus detached collapse statistics when ``with_stats`` (scalars, and
+        ``targets``: the JEPA target states of every token, (B, T, D))."""
         pos = batch["position_ids"]
         seg = self._segments(batch)
         losses: dict[str, torch.Tensor] = {}
@@ -121,9 +123,9 @@ class HybridModel(nn.Module):
                 t_out = self.target(batch["input_ids"], pos, seg, output_hidden_states=k > 1)
                 states = t_out.hidden_states if k > 1 else (t_out.last_hidden_state,)
                 real = batch["segment_ids"].ne(0) if seg is not None else None  # (B, T)
-                target = gather_tokens(build_targets(states, k, norm=self.cfg.jepa.target_norm, token_mask=real,
-                                                     segments=batch["segment_ids"] if seg is not None else None),
-                                       tgt_index)  # (B, N, D) fp32; per-document statistics in packed rows
+                full = build_targets(states, k, norm=self.cfg.jepa.target_norm, token_mask=real,
+                                     segments=batch["segment_ids"] if seg is not None else None)  # (B, T, D) fp32
+                target = gather_tokens(full, tgt_index)  # (B, N, D) fp32
             segs = {}
             if seg is not None:  # packed rows: a target attends to its own document's context only
                 segs = dict(ctx_seg=gather_tokens(seg, ctx_index), tgt_seg=gather_tokens(seg, tgt_index))
@@ -135,14 +137,37 @@ class HybridModel(nn.Module):
                 stats["std_ctx"] = _feature_std(ctx_states.detach(), ctx_valid)
                 stats["std_pred"] = _feature_std(pred.detach(), tgt_valid)
                 stats["std_tgt"] = _feature_std(target, tgt_valid)
+                stats["targets"] = full  # (B, T, D): for the position-only baseline (diagnostics)
         return losses, stats
 
-    def forward(self, batch: dict[str, torch.Tensor], with_stats: bool = False
+    def loss_counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The number each loss of :meth:`compute_losses` averages over in ``batch`` (0-dim long
+        tensors, no host sync): MLM — labelled slots; JEPA — real target slots (all slots with
+        ``jepa.loss_over_padding``). Gradient accumulation weighs micro-batches by these."""
+        counts: dict[str, torch.Tensor] = {}
+        if self.use_mlm:
+            counts["mlm"] = batch["mlm_labels"].ne(-100).sum()
+        if self.use_jepa:
+            v = batch["tgt_valid"]
+            counts["jepa"] = (torch.tensor(v.numel(), device=v.device) if self.cfg.jepa.loss_over_padding
+                              else v.sum())
+        return counts
+
+    def forward(self, batch: dict[str, torch.Tensor], with_stats: bool = False, *,
+                loss_scale: dict[str, torch.Tensor] | None = None, update_balancer: bool = True
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Balanced total loss for one batch -> (total, detached logs incl. lambda)."""
+        """Balanced total loss for one batch -> (total, detached logs incl. lambda).
+
+        ``loss_scale`` multiplies each unweighted loss before balancing (and in the logs): the
+        trainer's exact gradient accumulation (``train.loop.forward_backward``). ``update_balancer``
+        is passed to the balancer as ``update`` (GradNorm's weight update and its extra backward).
+        """
         losses, logs = self.compute_losses(batch, with_stats)
-        shared = self.shared_params() if self.cfg.objective.balancer == "gradnorm" else None
-        total, bal_logs = self.balancer(losses, shared_params=shared)
+        if loss_scale is not None:
+            losses = {name: v * loss_scale[name] for name, v in losses.items()}
+        gradnorm = self.cfg.objective.balancer == "gradnorm" and update_balancer
+        shared = self.shared_params() if gradnorm else None
+        total, bal_logs = self.balancer(losses, shared_params=shared, update=update_balancer)
         for name, v in losses.items():
             logs[f"loss_{name}"] = v.detach()
         logs.update(bal_logs)
