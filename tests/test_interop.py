@@ -241,6 +241,24 @@ def test_init_from_hf_checkpoint_continue_export_reload(tiny_data, small_hf_chec
     assert (theirs - ref)[real].abs().max() > 1e-3  # it trained
 
 
+def test_init_run_config_json_reproduces_the_run(tiny_data, small_hf_checkpoint, tmp_path):
+    """A run started from hf:DIR saves train.init and the checkpoint's shape; its config.json
+    trains the same losses again."""
+    argv = ["train", "--preset", "debug", "--data", tiny_data, "--init", f"hf:{small_hf_checkpoint}", "--objective",
+            "mlm", "--steps", "4", "train.log_every=2", "train.diag_every=0", "train.progress=false",
+            "train.tensorboard=off"]
+    assert cli(argv + ["--out", str(tmp_path / "a")]) == 0
+    assert cli(["train", "--config", str(tmp_path / "a" / "config.json"), "--out", str(tmp_path / "b")]) == 0
+
+    def curve(run: str) -> list[tuple[int, float]]:
+        recs = [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in recs if "event" not in r]
+
+    assert len(curve("a")) == 2 and curve("a") == curve("b")
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert saved["model"]["dim"] == 48 and saved["train"]["init"] == f"hf:{small_hf_checkpoint}"
+
+
 @pytest.mark.parametrize("tie", [False, True])
 def test_init_takes_the_mlm_head_of_a_masked_lm_checkpoint(tiny_data, small_hf_checkpoint, tie):
     """BertForMaskedLM -> our encoder + MLM head: the logits at masked positions agree."""
