@@ -65,3 +65,97 @@ def test_real_run_is_consistent_and_reports_every_contestant(monkeypatch):
         # the ratio is computed from the two measured medians, not set to a constant
         assert r["ratio_vs_hf_mlm"] == pytest.approx(hf["step_s_median"] / r["step_s_median"], rel=1e-12)
         assert f"| {name} | {r['tokens_per_s']:,.0f} | {r['ratio_vs_hf_mlm']:.2f} |" in format_table(out)
+
+
+def test_loop_contestants_count_real_tokens_on_a_fake_clock(monkeypatch, tmp_path):
+    """A loop contestant reports the real tokens its steps returned: tokens/s = mean tokens per
+    step / median step time, and the ratio uses that figure."""
+    clock = [0.0]
+    loop_tokens = iter([30, 50] * 100)  # varying real tokens per step (padding in the rows)
+
+    def ticker(dt, toks=None):
+        def step():
+            clock[0] += dt
+            return next(toks) if toks is not None else None
+        return step
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(bench, "_hf", lambda *a, **k: ticker(0.004))
+    monkeypatch.setattr(bench, "_ours", lambda *a, **k: ticker(0.002))
+    monkeypatch.setattr(bench, "_loop", lambda cfg, *a, **k: ticker(0.001 if cfg.objective.kind == "mlm" else 0.002,
+                                                                      loop_tokens))
+    out = run_bench("tiny", batch=4, seq=16, steps=2, warmup=0, rounds=3, device="cpu", loop=True,
+                    data=str(tmp_path), precisions=("fp32",))
+    res = out["results"]
+    assert set(res) == CONTESTANTS | {"loop_mlm", "loop_hybrid_shared"}
+    assert res["loop_mlm"]["tokens_per_step"] == pytest.approx(40.0) == res["loop_hybrid_shared"]["tokens_per_step"]
+    assert res["loop_mlm"]["tokens_per_s"] == pytest.approx(40 / 0.001)
+    assert res["loop_hybrid_shared"]["ratio_vs_hf_mlm"] == pytest.approx((40 / 0.002) / (64 / 0.004))
+    assert res["ours_mlm"]["tokens_per_step"] == 64
+
+
+def test_two_precisions_are_interleaved_and_compared_within_a_precision(monkeypatch):
+    clock = [0.0]
+    order = []
+
+    def fake(name_of):
+        def make(*a, **k):
+            amp = a[3] if len(a) > 3 else None  # (cfg, device, amp, n) for _ours; (.., device, amp, n) for _hf
+            name = name_of(a) + ("@bf16" if amp is not None else "@fp32")
+            dt = {"hf@fp32": 0.004, "hf@bf16": 0.002, "ours@fp32": 0.002, "ours@bf16": 0.0005}[name]
+
+            def step():
+                order.append(name)
+                clock[0] += dt
+            return step
+        return make
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(bench, "_hf", lambda shape, seq, batch, dev, amp, n: fake(lambda a: "hf")(0, 0, 0, amp))
+    monkeypatch.setattr(bench, "_ours", lambda cfg, dev, amp, n: fake(lambda a: "ours")(0, 0, 0, amp))
+    out = run_bench("tiny", batch=4, seq=16, steps=1, warmup=0, rounds=2, device="cpu", precisions=("fp32", "bf16"))
+    res = out["results"]
+    assert res["ours_mlm@fp32"]["ratio_vs_hf_mlm"] == pytest.approx(2.0)
+    assert res["ours_mlm@bf16"]["ratio_vs_hf_mlm"] == pytest.approx(4.0)
+    assert res["hf_bert_mlm@bf16"]["precision"] == "bf16"
+    # every round visits every contestant once: rounds are interleaved, not one contestant after another
+    assert order[:8] == order[8:] and len(set(order[:8])) == 2 * 2
+
+
+def test_real_loop_contestant_runs_train_step_and_counts_real_tokens(monkeypatch, tmp_path):
+    """The loop contestant calls the training loop's step function once per step, over the
+    dataset's rows; its real tokens per step are the non-padding tokens of those rows."""
+    pytest.importorskip("transformers")
+    import torch
+
+    from fixtures_data import build_tiny, make_docs
+    from predrecon.config import DataConfig
+    from predrecon.data.batching import make_batcher
+    from predrecon.data.shards import TokenDataset
+    from predrecon.train import step as step_mod
+
+    build_tiny(tmp_path / "ds", docs=make_docs(40, seed=3))
+    calls = []
+    real = step_mod.train_step
+
+    def counting(ctx, s):
+        calls.append(s)
+        return real(ctx, s)
+
+    monkeypatch.setattr(step_mod, "train_step", counting)
+    monkeypatch.setitem(bench.SHAPES, "debug", (32, 2, 2))
+    monkeypatch.setattr(bench, "VOCAB", 2048)
+    monkeypatch.setattr(bench, "LOOP_KINDS", (("loop_hybrid_shared", "hybrid", "shared"),))
+    monkeypatch.setattr(bench, "STEP_KINDS", ())
+    out = run_bench("debug", batch=2, seq=32, steps=2, warmup=1, rounds=2, device="cpu", include_hf=False,
+                    loop=True, data=str(tmp_path / "ds"), precisions=("fp32",))
+    r = out["results"]["loop_hybrid_shared"]
+    assert calls == list(range(5))  # warm-up + 2 rounds x 2 steps, steps 0..4 in order
+    ds = TokenDataset(tmp_path / "ds")
+    b = make_batcher(ds, DataConfig(path=str(tmp_path / "ds"), seq_len=32), "train", 2, 0)
+    per_step = [int(next(b)["segment_ids"].ne(0).sum()) for _ in range(5)]
+    assert r["tokens_per_step"] == pytest.approx(sum(per_step[1:]) / 4)
+    assert r["tokens_per_step"] < 64 or all(n == 64 for n in per_step)
+    assert r["tokens_per_s"] == pytest.approx(r["tokens_per_step"] / r["step_s_median"], rel=1e-12)
+    assert r["mfu"] is not None and 0 < r["mfu"] < 1
+    assert torch.isfinite(torch.tensor(r["tokens_per_s"]))

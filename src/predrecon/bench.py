@@ -1,20 +1,37 @@
-"""Side-by-side training-step throughput: our steps vs Hugging Face ``BertForMaskedLM``.
+"""Side-by-side training throughput: the real training loop, our steps, Hugging Face ``BertForMaskedLM``.
 
-All contestants run in one process, on the same device, precision, batch shape and optimizer
-(AdamW, fused on CUDA), interleaved round-robin so that drift in machine load hits them alike.
-Reported: median tokens/s of each and its ratio to the HF MLM step — ratios, not lone times.
+All contestants run in one process, on the same device, batch shape and optimizer (AdamW, fused
+on CUDA), interleaved round-robin so that drift in machine load hits them alike; with several
+``precisions`` every contestant runs once per precision, in the same rounds. Contestants:
 
-    predrecon bench --shape base --batch 256 --seq 128     # GPU (bf16, SDPA)
-    predrecon bench --shape tiny --batch 32               # CPU smoke
+* ``hf_bert_mlm`` — ``BertForMaskedLM`` (SDPA), 15 % of tokens masked, on batches built ahead;
+* ``ours_mlm`` / ``ours_hybrid_shared`` / ``ours_hybrid_separate`` — our model's step (forward,
+  backward, optimizer, EMA) on batches built ahead (masks from our collator);
+* ``loop_mlm`` / ``loop_hybrid_shared`` (``loop=True``) — the training loop's own step,
+  :func:`predrecon.train.step.train_step` (rows from the batcher over a built dataset, masks from
+  the collator, forward/backward, clip, optimizer, EMA) plus the loop's log record every
+  ``train.log_every`` steps, written to a JSONL file.
+
+Reported per contestant: tokens/s (real tokens: non-padding ``segment_ids``; the built-ahead
+batches have no padding), the ratio to HF's MLM step at the same precision, MFU (analytic matmul
+FLOPs per token, :func:`predrecon.experiment.matmul_flops_per_token`, against a stated peak:
+``--peak-tflops``, the GPU's bf16 dense figure, or on CPU a measured 4096 x 512 x 2048 matmul) and,
+on CUDA, peak allocated memory. CPU runs report the process's RSS high-water mark.
+
+    predrecon bench --shape base --batch 256 --seq 128                 # GPU (bf16, SDPA)
+    predrecon bench --shape tiny --batch 16 --precision fp32,bf16      # CPU
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import random
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -30,12 +47,18 @@ SHAPES = {  # dim, depth, heads
 }
 VOCAB = 30522
 SPECIAL = SpecialIds(pad_id=0, unk_id=100, cls_id=101, sep_id=102, mask_id=103)
+GPU_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16, by device-name substring
+STEP_KINDS = (("ours_mlm", "mlm", "shared"), ("ours_hybrid_shared", "hybrid", "shared"),
+              ("ours_hybrid_separate", "hybrid", "separate"))
+LOOP_KINDS = (("loop_mlm", "mlm", "shared"), ("loop_hybrid_shared", "hybrid", "shared"))
 
 
 @dataclass
 class Contestant:
     name: str
-    step: Callable[[], None]
+    step: Callable[[], int | None]  # one optimizer step; returns its real tokens (None: batch * seq)
+    flops_per_token: float = 0.0
+    precision: str = "fp32"
 
 
 def _sync(device: torch.device) -> None:
@@ -48,7 +71,7 @@ def _our_cfg(shape: str, kind: str, path: str, seq: int, batch: int) -> RunConfi
     cfg = get_preset("base")
     cfg.model = ModelConfig(vocab_size=VOCAB, dim=d, depth=depth, heads=heads, max_len=512, positions="learned")
     return apply_overrides(cfg, [f"objective.kind={kind}", f"objective.student_path={path}",
-                                 f"data.seq_len={seq}", f"train.batch_size={batch}", "train.steps=100",
+                                 f"data.seq_len={seq}", f"train.batch_size={batch}", "train.steps=100000",
                                  "optim.warmup_steps=0", f"jepa.predictor_dim={max(64, d // 2)}",
                                  f"jepa.predictor_heads={max(1, heads // 2)}", "jepa.predictor_depth=4"])
 
@@ -101,6 +124,63 @@ def _stepper(loss_of: Callable[[dict], torch.Tensor], batches: list[dict], opt: 
     return step
 
 
+def synthetic_dataset(out: Path, seq: int, n_docs: int = 64, rows_per_doc: int = 4, seed: int = 0) -> Path:
+    """Build a dataset of ``n_docs`` documents of whole-word ``bert-base-uncased`` tokens, each
+    exactly ``rows_per_doc * (seq - 2)`` tokens long, so packed rows are full single-document rows
+    (no padding) — the same row shape as the built-ahead batches of the step contestants."""
+    from .data.shards import build_shards
+    from .data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer("bert-base-uncased")
+    words = sorted(w for w, i in tok.get_vocab().items() if i >= 2000 and w.isalpha() and w.isascii())
+    rng = random.Random(seed)
+    docs = [" ".join(rng.choice(words) for _ in range(rows_per_doc * (seq - 2))) for _ in range(n_docs)]
+    build_shards(docs, tok, out, tokenizer_name="bert-base-uncased", val_fraction=0.0,
+                 doc_chars=10**9, progress=False)
+    return out
+
+
+def _loop(cfg: RunConfig, data: str, device: torch.device, precision: str, workdir: Path
+          ) -> Callable[[], int]:
+    """The training loop's step over ``data``: :func:`~predrecon.train.step.train_step` and, every
+    ``train.log_every`` steps, the loop's log record (host sync, float conversion, JSONL write)."""
+    from .data.batching import make_batcher
+    from .data.masking import Collator
+    from .data.shards import TokenDataset
+    from .train.diagnostics import FaultMonitor
+    from .train.loop import JsonlLogger, build_optimizer, seed_everything
+    from .train.meta import HybridModel
+    from .train.step import StepContext, autocast_dtype, local_source, train_step
+
+    ds = TokenDataset(data)
+    cfg = apply_overrides(cfg, [f"data.path={data}", f"model.vocab_size={ds.vocab_size}",
+                                f"train.precision={precision}"])
+    seed_everything(cfg.train.seed)
+    model = HybridModel(cfg, ds.vocab_size, ds.special_ids).to(device).train()
+    opt = build_optimizer(model, cfg, fused=device.type == "cuda")
+    batcher = make_batcher(ds, cfg.data, "train", cfg.train.batch_size, cfg.train.seed)
+    collator = Collator(cfg.mlm, cfg.jepa, cfg.objective, ds.special_ids, ds.vocab_size, cfg.train.seed)
+    src = local_source(batcher, collator, cfg.optim.accum_steps, device)
+    ctx = StepContext(cfg, model, opt, src, device, amp=autocast_dtype(precision, device),
+                      monitor=FaultMonitor(device, cfg.train.max_nonfinite))
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = JsonlLogger(workdir / f"{cfg.objective.kind}-{precision}.jsonl", None)
+    state = {"step": 0}
+
+    def step() -> int:
+        s = state["step"]
+        r = train_step(ctx, s)
+        state["step"] = s + 1
+        if (s + 1) % cfg.train.log_every == 0:
+            skipped = ctx.monitor.check(s + 1)
+            rec = {k: float(v) for k, v in r.logs.items()}
+            rec.update(step=s + 1, lr=r.lr, grad_norm=float(r.grad_norm), skipped_steps=skipped)
+            log.write(rec)
+        return r.tokens
+
+    return step
+
+
 def _hf(shape: str, seq: int, batch: int, device: torch.device, amp: torch.dtype | None,
         n_batches: int) -> Callable[[], None]:
     from transformers import BertConfig, BertForMaskedLM
@@ -124,54 +204,144 @@ def _hf(shape: str, seq: int, batch: int, device: torch.device, amp: torch.dtype
     return _stepper(lambda b: model(**b).loss, batches, opt, device, amp)
 
 
+def _flops(cfg: RunConfig, kind: str) -> float:
+    from .experiment import matmul_flops_per_token
+
+    return matmul_flops_per_token(cfg, kind)
+
+
+def peak_flops(device: torch.device, amp: torch.dtype | None, given_tflops: float | None = None
+               ) -> tuple[float, str]:
+    """(peak FLOP/s, how it was obtained) for MFU: ``given_tflops``; on CUDA the device's dense
+    bf16 figure (``GPU_PEAK_TFLOPS``); on CPU the best of three timed 4096 x 512 x 2048 matmuls
+    in the run's precision."""
+    if given_tflops:
+        return given_tflops * 1e12, "given"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tf in GPU_PEAK_TFLOPS.items():
+            if key in name:
+                return tf * 1e12, f"{key} dense bf16 spec"
+        return float("nan"), f"unknown GPU {name!r}"
+    dt = amp or torch.float32
+    a, b = torch.randn(4096, 512, dtype=dt), torch.randn(512, 2048, dtype=dt)
+    best = float("inf")
+    for _ in range(4):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    rate = 2 * 4096 * 512 * 2048 / best if best > 0 else float("nan")
+    return rate, f"measured {str(dt).replace('torch.', '')} matmul 4096x512x2048"
+
+
+def _rss_gib() -> float | None:
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    except (ImportError, OSError):
+        return None
+
+
 def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int = 10, warmup: int = 3,
-              rounds: int = 3, device: str = "auto", include_hf: bool = True) -> dict:
-    """Measure every contestant; returns {'config':…, 'results': {name: {tokens_per_s, ratio_vs_hf_mlm}}}."""
+              rounds: int = 3, device: str = "auto", include_hf: bool = True, loop: bool = False,
+              data: str | None = None, precisions: tuple[str, ...] = ("auto",),
+              peak_tflops: float | None = None) -> dict:
+    """Measure every contestant; returns ``{'config': …, 'results': {name: {tokens_per_s,
+    ratio_vs_hf_mlm, step_s_median, step_s_all, mfu, peak_mem_gib}}}``. Names carry ``@<precision>``
+    when more than one precision is given. ``loop`` adds the real-loop contestants over ``data``
+    (a built dataset; default: :func:`synthetic_dataset` in a temporary directory)."""
+    from .train.step import autocast_dtype
+
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
-    amp = torch.bfloat16 if dev.type == "cuda" else None
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
+    tmp = tempfile.TemporaryDirectory(prefix="predrecon-bench-")
+    work = Path(tmp.name)
+    data_label = data
+    if loop and data is None:
+        data = str(synthetic_dataset(work / "data", seq))
+        data_label = "synthetic (bert-base-uncased words, full single-document rows)"
     contestants: list[Contestant] = []
-    if include_hf:
-        contestants.append(Contestant("hf_bert_mlm", _hf(shape, seq, batch, dev, amp, 4)))
-    for name, kind, path in (("ours_mlm", "mlm", "shared"), ("ours_hybrid_shared", "hybrid", "shared"),
-                             ("ours_hybrid_separate", "hybrid", "separate")):
-        contestants.append(Contestant(name, _ours(_our_cfg(shape, kind, path, seq, batch), dev, amp, 4)))
+    peaks: dict[str, tuple[float, str]] = {}
+    for prec in precisions:
+        amp = autocast_dtype(prec, dev)
+        pname = "bf16" if amp == torch.bfloat16 else ("fp16" if amp == torch.float16 else "fp32")
+        peaks[pname] = peak_flops(dev, amp, peak_tflops)
+        sfx = f"@{pname}" if len(precisions) > 1 else ""
+        mlm_cfg = _our_cfg(shape, "mlm", "shared", seq, batch)
+        if include_hf:
+            contestants.append(Contestant("hf_bert_mlm" + sfx, _hf(shape, seq, batch, dev, amp, 4),
+                                          _flops(mlm_cfg, "mlm"), pname))
+        for name, kind, path in STEP_KINDS:
+            cfg = _our_cfg(shape, kind, path, seq, batch)
+            contestants.append(Contestant(name + sfx, _ours(cfg, dev, amp, 4), _flops(cfg, kind), pname))
+        if loop:
+            for name, kind, path in LOOP_KINDS:
+                cfg = _our_cfg(shape, kind, path, seq, batch)
+                contestants.append(Contestant(name + sfx, _loop(cfg, str(data), dev, prec, work / "logs"),
+                                              _flops(cfg, kind), pname))
     for c in contestants:  # warm-up (allocator, kernels, autotuning)
         for _ in range(warmup):
             c.step()
     _sync(dev)
     times: dict[str, list[float]] = {c.name: [] for c in contestants}
+    tokens: dict[str, int] = {c.name: 0 for c in contestants}
+    mem: dict[str, float] = {c.name: 0.0 for c in contestants}
     for _ in range(rounds):
         for c in contestants:
             _sync(dev)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
             t = time.perf_counter()
             for _ in range(steps):
-                c.step()
+                n = c.step()
+                tokens[c.name] += batch * seq if n is None else n
             _sync(dev)
             times[c.name].append((time.perf_counter() - t) / steps)
-    tokens = batch * seq
-    res = {n: {"tokens_per_s": tokens / statistics.median(v), "step_s_median": statistics.median(v),
-               "step_s_all": v} for n, v in times.items()}
-    base = res.get("hf_bert_mlm", {}).get("tokens_per_s")
-    for r in res.values():
-        r["ratio_vs_hf_mlm"] = r["tokens_per_s"] / base if base else None
+            if dev.type == "cuda":
+                mem[c.name] = max(mem[c.name], torch.cuda.max_memory_allocated(dev) / 2**30)
+    res = {}
+    for c in contestants:
+        v = times[c.name]
+        per_step = tokens[c.name] / (steps * rounds)
+        tps = per_step / statistics.median(v)
+        peak = peaks[c.precision][0]
+        res[c.name] = {"tokens_per_s": tps, "step_s_median": statistics.median(v), "step_s_all": v,
+                       "tokens_per_step": per_step, "precision": c.precision,
+                       "mfu": tps * c.flops_per_token / peak if c.flops_per_token and peak == peak else None,
+                       "peak_mem_gib": mem[c.name] if dev.type == "cuda" else None}
+    for c in contestants:
+        hf = res.get("hf_bert_mlm" + (f"@{c.precision}" if len(precisions) > 1 else ""), {}).get("tokens_per_s")
+        res[c.name]["ratio_vs_hf_mlm"] = res[c.name]["tokens_per_s"] / hf if hf else None
     out = {"config": {"shape": shape, "batch": batch, "seq": seq, "steps": steps, "rounds": rounds,
-                      "device": str(dev), "precision": "bf16" if amp else "fp32",
-                      "torch": torch.__version__, "threads": torch.get_num_threads()},
+                      "device": str(dev), "precision": ",".join(sorted({c.precision for c in contestants}))
+                      or ",".join(precisions),
+                      "peak_flops": {k: {"tflops": p / 1e12, "source": s} for k, (p, s) in peaks.items()},
+                      "torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "loop_data": data_label if loop else None},
            "results": res}
     if dev.type == "cuda":
         out["config"]["gpu"] = torch.cuda.get_device_name(dev)
         out["config"]["max_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+    else:
+        out["config"]["rss_high_water_gib"] = _rss_gib()
+    tmp.cleanup()
     return out
 
 
 def format_table(out: dict) -> str:
-    lines = ["| step | tokens/s | × HF BertForMaskedLM |", "|---|---:|---:|"]
+    """Markdown table: name, tokens/s, ratio, MFU; a peak-memory column when measured (CUDA)."""
+    with_mem = any(r.get("peak_mem_gib") is not None for r in out["results"].values())
+    lines = ["| step | tokens/s | × HF BertForMaskedLM | MFU |" + (" peak GiB |" if with_mem else ""),
+             "|---|---:|---:|---:|" + ("---:|" if with_mem else "")]
     for n, r in out["results"].items():
         ratio = f"{r['ratio_vs_hf_mlm']:.2f}" if r["ratio_vs_hf_mlm"] else "–"
-        lines.append(f"| {n} | {r['tokens_per_s']:,.0f} | {ratio} |")
+        mfu = f"{100 * r['mfu']:.1f} %" if r.get("mfu") is not None else "n/a"
+        row = f"| {n} | {r['tokens_per_s']:,.0f} | {ratio} | {mfu} |"
+        if with_mem:
+            row += f" {r['peak_mem_gib']:.2f} |" if r.get("peak_mem_gib") is not None else " n/a |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -184,11 +354,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto",
+                   help="comma-separated: auto|fp32|bf16 (several: every contestant once per precision)")
+    p.add_argument("--no-loop", action="store_true", help="leave out the real-loop contestants")
+    p.add_argument("--data", help="built dataset for the real-loop contestants (default: a synthetic one)")
+    p.add_argument("--peak-tflops", type=float, help="peak FLOP/s (in TFLOP/s) that MFU is stated against")
     p.add_argument("--json", help="also write the results here")
     a = p.parse_args(argv)
-    out = run_bench(a.shape, a.batch, a.seq, a.steps, rounds=a.rounds, device=a.device)
+    precs = tuple(x.strip() for x in a.precision.split(",") if x.strip())
+    bad = [x for x in precs if x not in ("auto", "fp32", "bf16", "fp16")]
+    if bad or not precs:
+        p.error(f"--precision: must be auto|fp32|bf16|fp16 (comma-separated), got {a.precision!r}")
+    out = run_bench(a.shape, a.batch, a.seq, a.steps, warmup=a.warmup, rounds=a.rounds, device=a.device,
+                    loop=not a.no_loop, data=a.data, precisions=precs, peak_tflops=a.peak_tflops)
     print(json.dumps(out["config"]))
     print(format_table(out))
     if a.json:

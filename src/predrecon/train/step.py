@@ -1,0 +1,133 @@
+"""One training step as a function, shared by the training loop and ``predrecon bench``.
+
+:func:`train_step` is everything the loop does for one optimizer step except logging and
+checkpointing: learning rate from the schedule, ``accum_steps`` micro-batches (rows from the
+batch source, masks from the collator seeded by ``(seed, micro-step)``), forward/backward under
+autocast with exact accumulation, clipping, the non-finite check and the optimizer + EMA update.
+:class:`StepContext` holds what stays fixed during a run.
+
+:func:`cpu_supports_bf16` / :func:`autocast_dtype` decide what ``train.precision=auto`` means:
+bf16 autocast on CUDA and on CPUs with native bf16 matmuls (AMX or AVX-512 BF16), fp32 elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..config import RunConfig
+
+Batch = dict[str, torch.Tensor]
+# step -> (the step's micro-batches on the device, number of real tokens in them)
+BatchSource = Callable[[int], tuple[list[Batch], int]]
+
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_supports_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has native bf16 matmul instructions: a ``flags`` line of ``cpuinfo``
+    naming ``amx_bf16`` or ``avx512_bf16`` (Linux). False when the file cannot be read."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[-1].split())
+            return any(f in flags for f in BF16_CPU_FLAGS)
+    return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.precision`` on ``device``; None = plain fp32.
+
+    ``auto``: bf16 on CUDA and on a CPU where :func:`cpu_supports_bf16`, else fp32."""
+    if precision == "auto":
+        if device.type == "cuda" or (device.type == "cpu" and cpu_supports_bf16()):
+            return torch.bfloat16
+        return None
+    try:
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    except KeyError:
+        raise ValueError(f"train.precision: must be auto|fp32|bf16|fp16, got {precision!r}") from None
+
+
+def local_source(batcher: Any, collator: Any, accum: int, device: torch.device) -> BatchSource:
+    """Batches made on the calling thread: ``accum`` rows from ``batcher``, masks by ``collator``
+    at micro-step ``step * accum + micro``, copied to ``device`` (non-blocking)."""
+
+    def source(step: int) -> tuple[list[Batch], int]:
+        out, tokens = [], 0
+        for micro in range(accum):
+            rows = next(batcher)
+            tokens += int(rows["segment_ids"].ne(0).sum())
+            out.append({k: v.to(device, non_blocking=True) for k, v in collator(rows, step * accum + micro).items()})
+        return out, tokens
+
+    return source
+
+
+@dataclass
+class StepContext:
+    """What one run's steps share. ``monitor``: a
+    :class:`~predrecon.train.diagnostics.FaultMonitor` (or None: no consecutive-skip count)."""
+
+    cfg: RunConfig
+    model: Any  # HybridModel
+    optimizer: torch.optim.Optimizer
+    source: BatchSource
+    device: torch.device
+    amp: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    monitor: Any = None
+    clip_params: list[torch.nn.Parameter] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.clip_params:
+            bal_ids = {id(p) for p in self.model.balancer.parameters()}
+            self.clip_params = [p for p in self.model.parameters() if p.requires_grad and id(p) not in bal_ids]
+
+    @property
+    def sync_free(self) -> bool:  # CPU: reading a flag costs nothing, so skip by branching
+        return self.device.type != "cpu"
+
+
+@dataclass
+class StepResult:
+    logs: dict[str, torch.Tensor]  # detached, on the device (no host sync)
+    grad_norm: torch.Tensor
+    bad: torch.Tensor  # 0-dim bool: the update was skipped
+    batch: Batch  # the last micro-batch (for diagnostics)
+    tokens: int  # real tokens in the step's rows
+    lr: float
+    balancer_updated: bool
+
+
+def train_step(ctx: StepContext, step: int) -> StepResult:
+    """Run 0-based optimizer step ``step``: lr, micro-batches, forward/backward, clip, update."""
+    from .loop import apply_update, balancer_updates_at, forward_backward, lr_at, momentum_at
+
+    cfg = ctx.cfg
+    lr = lr_at(cfg, step)
+    for g in ctx.optimizer.param_groups:
+        g["lr"] = lr * g["lr_scale"]
+    batches, tokens = ctx.source(step)
+    update_bal = balancer_updates_at(cfg, step)
+    logs = forward_backward(ctx.model, batches, amp=ctx.amp, scaler=ctx.scaler, update_balancer=update_bal)
+    if ctx.scaler is not None:
+        ctx.scaler.unscale_(ctx.optimizer)
+    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+    gnorm = torch.nn.utils.clip_grad_norm_(ctx.clip_params, clip)
+    bad = ~torch.isfinite(logs["loss"])
+    if ctx.scaler is None:  # fp16: the scaler skips overflowing gradients itself
+        bad = bad | ~torch.isfinite(gnorm)
+    if ctx.monitor is not None:
+        ctx.monitor.record(bad)
+    apply_update(ctx.model, ctx.optimizer, bad, momentum_at(cfg, step), sync_free=ctx.sync_free, scaler=ctx.scaler)
+    return StepResult(logs, gnorm, bad, batches[-1], tokens, lr, update_bal)
