@@ -125,6 +125,39 @@ def test_hf_export_loads_in_automodel_and_autotokenizer(bert_run, tmp_path, caps
     assert (ours.last_hidden_state - theirs.last_hidden_state)[real].abs().max() < TOL
 
 
+@pytest.mark.parametrize("tie", [False, True])
+def test_hf_export_of_an_mlm_run_loads_in_automodelformaskedlm(tiny_data, tmp_path, tie):
+    """A run with an MLM head exports as BertForMaskedLM: its logits equal our head's at every real
+    token (tied or untied decoder), and AutoModel still gives the encoder."""
+    from transformers import AutoModel, AutoModelForMaskedLM
+
+    from predrecon.train.checkpoint import latest_valid_checkpoint, load_checkpoint
+    from predrecon.train.meta import HybridModel
+    cfg = bert_cfg(tiny_data, "objective.kind=mlm", f"mlm.tie_decoder={tie}", "train.steps=3", "optim.warmup_steps=0",
+                   "train.diag_every=0", "train.tensorboard=off")
+    train(cfg, tmp_path / "run")
+    assert cli(["export", str(tmp_path / "run"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    hf_cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert hf_cfg["architectures"] == ["BertForMaskedLM"] and hf_cfg["tie_word_embeddings"] is tie
+    loaded = load_checkpoint(latest_valid_checkpoint(tmp_path / "run"))
+    enc, tok, special, _ = load_encoder(tmp_path / "run")
+    model = HybridModel(cfg, enc.vocab_size, special).eval()
+    model.load_state_dict(loaded.model)
+    ids, mask = _batch(tok, SENTENCES)
+    B, T = ids.shape
+    with torch.no_grad():
+        ours = model.mlm_head(model.encoder(ids, segment_ids=mask).last_hidden_state,
+                              torch.arange(T).expand(B, T))  # (B, T, V)
+        theirs = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "hf")).eval()(input_ids=ids, attention_mask=mask)
+        base = AutoModel.from_pretrained(str(tmp_path / "hf")).eval()(input_ids=ids, attention_mask=mask)
+    real = mask.bool()
+    diff = (ours - theirs.logits)[real].abs().max().item()
+    print(f"MLM logits (tie_decoder={tie}): max |ours - AutoModelForMaskedLM| = {diff:.3g}")
+    assert diff < TOL
+    h = model.encoder(ids, segment_ids=mask).last_hidden_state
+    assert (h - base.last_hidden_state)[real].abs().max() < TOL
+
+
 def test_hf_export_refuses_other_families(tiny_data, tmp_path, capsys):
     run = tmp_path / "pre"
     train(apply_overrides(get_preset("debug"), [f"data.path={tiny_data}", "train.progress=false",

@@ -20,6 +20,11 @@ ours (``Encoder``)                     ``BertModel``
 ``blocks.i.norm2``                     ``encoder.layer.i.output.LayerNorm``
 =====================================  ===============================================
 
+An export from a run or checkpoint directory whose objective has an MLM head writes a
+``BertForMaskedLM`` checkpoint (``bert.``-prefixed encoder, ``cls.predictions.*`` from our
+:class:`~predrecon.model.heads.MLMHead`, ``tie_word_embeddings`` = ``mlm.tie_decoder``), which
+``AutoModel`` loads as ``BertModel`` (ignoring the head) and ``AutoModelForMaskedLM`` with the head;
+an exported encoder directory or a JEPA-only run gives a ``BertModel`` checkpoint.
 ``BertModel``'s pooler (dense + tanh on ``[CLS]``) is not part of our encoder: an export does not
 write it (``transformers`` initialises it randomly and says so; use ``last_hidden_state`` or the
 sentence-transformers export), and an import ignores it. An import from a ``BertForMaskedLM`` /
@@ -211,10 +216,28 @@ def write_tokenizer_files(out: Path, tok: Tokenizer, max_len: int) -> None:
 
 
 # ----------------------------------------------------------------------------- export
-def _write_hf_model(out: Path, enc: Encoder, tok: Tokenizer, special: SpecialIds, source: str) -> None:
+def mlm_head_to_hf(head_sd: dict[str, torch.Tensor], vocab_size: int) -> dict[str, torch.Tensor]:
+    """``cls.predictions.*`` of ``BertForMaskedLM`` from our ``MLMHead`` state dict (padded decoder
+    rows dropped; the bias under both names transformers versions use)."""
+    p = "cls.predictions."
+    out = {p + "transform.dense.weight": head_sd["dense.weight"], p + "transform.dense.bias": head_sd["dense.bias"],
+           p + "transform.LayerNorm.weight": head_sd["norm.weight"],
+           p + "transform.LayerNorm.bias": head_sd["norm.bias"],
+           p + "decoder.weight": head_sd["decoder.weight"][:vocab_size],
+           p + "bias": head_sd["decoder.bias"][:vocab_size], p + "decoder.bias": head_sd["decoder.bias"][:vocab_size]}
+    return {k: v.detach().float().cpu().contiguous().clone() for k, v in out.items()}
+
+
+def _write_hf_model(out: Path, enc: Encoder, tok: Tokenizer, special: SpecialIds, source: str,
+                    head: tuple[dict[str, torch.Tensor], bool] | None = None) -> None:
     cfg = hf_config(enc.cfg, enc.vocab_size, special.pad_id)
+    sd = to_hf_state_dict(enc)
+    if head is not None:  # BertForMaskedLM: bert.-prefixed encoder + cls.predictions
+        head_sd, tied = head
+        sd = {"bert." + k: v for k, v in sd.items()} | mlm_head_to_hf(head_sd, enc.vocab_size)
+        cfg.update(architectures=["BertForMaskedLM"], tie_word_embeddings=tied)
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
-    save_file(to_hf_state_dict(enc), str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
     write_tokenizer_files(out, tok, enc.cfg.max_len)
     (out / "predrecon.json").write_text(json.dumps({"exported_from": source, "model": asdict(enc.cfg)}, indent=2))
 
@@ -225,6 +248,23 @@ def _load(src: str | Path) -> tuple[Encoder, Tokenizer, SpecialIds]:
     enc, tok, special, _ = load_encoder(src)
     check_exportable(enc.cfg)
     return enc, tok, special
+
+
+def _load_with_head(src: str | Path) -> tuple[Encoder, Tokenizer, SpecialIds, tuple[dict, bool] | None]:
+    """Encoder, tokenizer, special ids and ``(MLM head state dict, tied)`` of ``src``: for a run
+    directory its newest valid checkpoint (as ``--format safetensors`` exports), for a checkpoint
+    directory itself; an exported encoder directory has no head (``None``)."""
+    from ..train.checkpoint import latest_valid_checkpoint, load_checkpoint
+
+    p = Path(src)
+    ckpt = p if (p / "state.json").is_file() else latest_valid_checkpoint(p) if (p / "checkpoints").is_dir() else None
+    if ckpt is None:
+        return (*_load(src), None)
+    enc, tok, special = _load(ckpt)
+    loaded = load_checkpoint(ckpt)
+    head = {k[len("mlm_head."):]: v for k, v in loaded.model.items() if k.startswith("mlm_head.")}
+    tied = bool(loaded.state["config"]["mlm"]["tie_decoder"])
+    return enc, tok, special, ((head, tied) if head else None)
 
 
 def _atomic(out: Path):
@@ -238,11 +278,12 @@ def export_hf(src: str | Path, out: str | Path) -> Path:
     """Write ``src`` (run, checkpoint or exported encoder dir of a ``bert``-family model) as a
     ``transformers`` directory: ``config.json`` (BertModel), ``model.safetensors`` and the
     tokenizer files, so ``AutoModel.from_pretrained(out)`` and ``AutoTokenizer.from_pretrained(out)``
-    load it without ``trust_remote_code``. Refuses other families (:class:`InteropError`)."""
-    enc, tok, special = _load(src)
+    load it without ``trust_remote_code`` (and ``AutoModelForMaskedLM`` when the run has an MLM
+    head: see the module docstring). Refuses other families (:class:`InteropError`)."""
+    enc, tok, special, head = _load_with_head(src)
     out = Path(out)
     with _atomic(out) as tmp:
-        _write_hf_model(tmp, enc, tok, special, str(src))
+        _write_hf_model(tmp, enc, tok, special, str(src), head)
     return out
 
 
