@@ -128,11 +128,12 @@ def test_real_loop_contestant_runs_train_step_and_counts_real_tokens(monkeypatch
     pytest.importorskip("transformers")
     import torch
 
-    from fixtures_data import build_tiny, make_docs
     from predrecon.config import DataConfig
     from predrecon.data.batching import make_batcher
     from predrecon.data.shards import TokenDataset
     from predrecon.train import step as step_mod
+
+    from fixtures_data import build_tiny, make_docs
 
     build_tiny(tmp_path / "ds", docs=make_docs(40, seed=3))
     calls = []

@@ -57,6 +57,20 @@ class MLMHead(nn.Module):
         x = self.norm(self.act(self.dense(x)))
         return self.decoder(x)[..., : self.real_vocab]  # (B, M, V_real)
 
+    def loss(self, hidden: torch.Tensor, index: torch.Tensor, labels: torch.Tensor, chunk: int = 1024
+             ) -> torch.Tensor:
+        """``mlm_loss(self(hidden, index), labels)`` without the (B, M, V) logits: the decoder and
+        the cross-entropy run fused, ``chunk`` slots at a time
+        (:func:`~predrecon.objectives.mlm.linear_cross_entropy`). ``labels`` (B, M), -100 = ignored."""
+        from ..objectives.mlm import linear_cross_entropy
+
+        D = hidden.shape[-1]
+        x = torch.gather(hidden, 1, index.unsqueeze(-1).expand(-1, -1, D))  # (B, M, D)
+        x = self.norm(self.act(self.dense(x)))
+        V = self.real_vocab
+        return linear_cross_entropy(x.reshape(-1, D), self.decoder.weight[:V], self.decoder.bias[:V],
+                                    labels.reshape(-1), chunk)
+
 
 class Predictor(nn.Module):
     """JEPA predictor: context states + mask tokens at target positions -> predicted target states.

@@ -34,3 +34,80 @@ def mlm_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     valid = labels != IGNORE_INDEX
     correct = (logits.argmax(dim=-1) == labels) & valid
     return correct.sum().float() / valid.sum().clamp_min(1).float()
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return x.dtype
+
+
+class _ChunkedLinearCE(torch.autograd.Function):
+    """Mean cross-entropy of ``x @ weight.T + bias`` against ``labels``, one row chunk at a time;
+    the gradients are computed chunk by chunk during the forward pass (so no (n, V) tensor is
+    ever kept) and scaled by the incoming gradient in the backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, labels, chunk, cdt, with_grad):  # type: ignore[override]
+        n = x.shape[0]
+        valid = labels != IGNORE_INDEX
+        acc = torch.promote_types(cdt, torch.float32)  # fp32 (fp64 for fp64 inputs)
+        count = valid.sum().clamp_min(1).to(acc)
+        safe = torch.where(valid, labels, torch.zeros_like(labels))
+        wc = weight.to(cdt)
+        bc = bias.to(cdt) if bias is not None else None
+        total = torch.zeros((), dtype=acc, device=x.device)
+        dx = torch.empty_like(x) if with_grad else None
+        dw = torch.zeros(weight.shape, dtype=acc, device=x.device) if with_grad else None
+        db = torch.zeros(weight.shape[0], dtype=acc, device=x.device) if with_grad and bias is not None else None
+        for a in range(0, n, chunk):
+            xc = x[a:a + chunk].to(cdt)
+            logits = (xc @ wc.T if bc is None else torch.addmm(bc, xc, wc.T)).to(acc)  # (c, V) fp32, one chunk
+            lse = torch.logsumexp(logits, dim=-1)
+            picked = logits.gather(1, safe[a:a + chunk, None]).squeeze(1)
+            v = valid[a:a + chunk]
+            total = total + torch.where(v, lse - picked, torch.zeros_like(lse)).sum()
+            if with_grad:
+                g = torch.exp(logits - lse[:, None])  # softmax
+                g.scatter_add_(1, safe[a:a + chunk, None], -torch.ones_like(lse)[:, None])
+                g = g * (v.to(g.dtype) / count)[:, None]  # d(mean loss)/d logits; 0 on ignored rows
+                gc = g.to(cdt)
+                dx[a:a + chunk] = (gc @ wc).to(x.dtype)
+                dw += (gc.T @ xc).to(acc)
+                if db is not None:
+                    db += g.sum(0)
+        if with_grad:
+            ctx.save_for_backward(dx, dw.to(weight.dtype), db.to(bias.dtype) if db is not None else None)
+        ctx.has_bias = bias is not None
+        return (total / count).float()
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        dx, dw, db = ctx.saved_tensors
+        return (dx * grad_out.to(dx.dtype), dw * grad_out.to(dw.dtype),
+                db * grad_out.to(db.dtype) if db is not None else None, None, None, None, None)
+
+
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         labels: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """``mlm_loss(x @ weight.T + bias, labels)`` without materialising the logits.
+
+    ``x`` (n, D), ``weight`` (V, D), ``bias`` (V,) or None, ``labels`` (n,) long with ``-100``
+    on ignored rows. Works on ``chunk`` rows at a time: the logits of one chunk (in the autocast
+    dtype when autocast is on, else ``x``'s), their log-sum-exp in fp32, and — when a gradient is
+    needed — the gradients w.r.t. ``x``, ``weight`` and ``bias`` of that chunk, accumulated in
+    fp32. Peak extra memory: one (chunk, V) fp32 block plus the gradients of the inputs, instead
+    of (n, V) logits, their fp32 copy and the softmax. Returns an fp32 scalar; 0.0 (zero, finite
+    gradients) when no row is labelled. No host synchronisation.
+    """
+    if x.dim() != 2 or labels.shape != x.shape[:1] or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"x {tuple(x.shape)}, weight {tuple(weight.shape)} and labels {tuple(labels.shape)} "
+                         "disagree: expected x (n, D), weight (V, D), labels (n,)")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    with_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
+                                             (bias is not None and bias.requires_grad))
+    cdt = _compute_dtype(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return _ChunkedLinearCE.apply(x, weight, bias, labels, int(chunk), cdt, with_grad)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ BatchSource = Callable[[int], tuple[list[Batch], int]]
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_supports_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU has native bf16 matmul instructions: a ``flags`` line of ``cpuinfo``
     naming ``amx_bf16`` or ``avx512_bf16`` (Linux). False when the file cannot be read."""
