@@ -9,8 +9,10 @@ Every preset uses learned absolute positions (initialised like the token embeddi
 with the reference's fixed sin/cos table (RMS 0.707, ~35x the token embeddings at init) a
 predictor that knows only a target's position already reaches a small fraction of the
 no-information JEPA loss, so the JEPA task is close to trivial (measured in docs/balancing.md;
-the diagnostics log this position-only baseline). ``rope`` removes absolute position from the
-states altogether but cannot be exported to a ``transformers`` BERT; ``--faithful`` keeps sin/cos.
+the diagnostics log this position-only baseline). Learned positions are BERT's parameterisation
+(the ``bert`` family, exportable to ``transformers``, uses them too); ``rope`` removes absolute
+position from the states altogether (its floor equals the no-information loss) and stays
+available as ``model.positions=rope``. ``--faithful`` keeps sin/cos.
 """
 
 from __future__ import annotations
