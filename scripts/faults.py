@@ -51,6 +51,7 @@ from faultlib import (
     _rehash_ckpt,
     _rehash_dataset,
     _scribble,
+    _sha256,
     _truncate,
     _valid_ckpt,
     _zero,
@@ -227,12 +228,25 @@ def _offsets_pickle(s: Suite):
 
 
 # --- exports
-def _export_case(name: str, mutate: Callable[[Path], None], tokens: tuple[str, ...], silent_is_loss: bool = True):
+def _rehash_export(e: Path) -> None:
+    """Update an export's MANIFEST.json (if any) to the mangled files: only the loader's own
+    checks stand between a hostile export and the model."""
+    mf = e / "MANIFEST.json"
+    if mf.is_file():
+        m = json.loads(mf.read_text())
+        m["files"] = {n: _sha256(e / n) for n in m.get("files", {}) if (e / n).is_file()}
+        mf.write_text(json.dumps(m, indent=2))
+
+
+def _export_case(name: str, mutate: Callable[[Path], None], tokens: tuple[str, ...], silent_is_loss: bool = True,
+                 rehash: bool = False):
     @case(name, "export", "data safety")
     def fn(s: Suite):
         e = s.copy(s.export(), name)
         marker = e.parent / "PWNED"
         mutate(e) if mutate.__code__.co_argcount == 1 else mutate(e, marker)
+        if rehash:
+            _rehash_export(e)
         r = s.eval(e, e.parent / "ev")
         if marker.exists():
             return "code", "loading the export ran code"
@@ -273,6 +287,14 @@ _export_case("export_weights_pickle", _pickle_weights, ("model.safetensors",))
 _export_case("export_weights_payload_scribbled", _payload_region, ("model.safetensors",))
 _export_case("export_config_truncated", lambda e: _truncate(e / "config.json"), ("config.json",))
 _export_case("export_config_inconsistent", _inconsistent_config, ("config.json", "model.safetensors"))
+# the same with the export's manifest updated (a consistent but hostile export)
+_export_case("export_weights_truncated_rehashed", lambda e: _truncate(e / "model.safetensors"),
+             ("model.safetensors",), rehash=True)
+_export_case("export_weights_pickle_rehashed", _pickle_weights, ("model.safetensors",), rehash=True)
+_export_case("export_config_truncated_rehashed", lambda e: _truncate(e / "config.json"), ("config.json",),
+             rehash=True)
+_export_case("export_config_inconsistent_rehashed", _inconsistent_config, ("config.json", "model.safetensors"),
+             rehash=True)
 
 
 @case("export_into_run_dir", "export", "data safety")
