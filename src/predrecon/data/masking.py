@@ -36,7 +36,9 @@ context from ``mlm_input_ids`` instead of ``input_ids``. With ``jepa.sampler=ref
 slots get ``position_ids`` = their slot index (the reference adds its position table to every
 slot) and the batch carries ``tgt_real`` (B, N): drawn target slots, as opposed to index padding
 (which points at position 0 and stays valid). ``mlm.jepa_blocks`` (``mlm-matched`` arm): see
-:class:`Collator`. :func:`corruption_rates` measures what the student sees.
+:class:`Collator`. ``fixed_widths=True`` pads every index tensor to a width fixed per run
+(:meth:`Collator.width_caps`; padding slots hold index 0, label -100, valid False), so the
+shapes do not change between steps (compiled models, CUDA graphs). :func:`corruption_rates` measures what the student sees.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import torch
 
 from ..config import JEPAConfig, MLMConfig, ObjectiveConfig
 from .samplers import compact as _compact
-from .samplers import get_sampler, jepa_blocks
+from .samplers import get_sampler, jepa_blocks, ours_width_caps
 from .tokenizer import SpecialIds
 
 __all__ = ["Collator", "corruption_rates", "jepa_blocks", "maskable_positions", "mlm_mask", "non_special_ids",
@@ -178,7 +180,9 @@ class Collator:
     batch; ``predict`` also adds the block positions to ``mlm_index``/``mlm_labels``."""
 
     def __init__(self, mlm_cfg: MLMConfig, jepa_cfg: JEPAConfig, objective_cfg: ObjectiveConfig,
-                 special: SpecialIds, vocab_size: int, seed: int = 0):
+                 special: SpecialIds, vocab_size: int, seed: int = 0, *, fixed_widths: bool = False,
+                 max_docs: int | None = None):
+        self.fixed_widths, self.max_docs = bool(fixed_widths), max_docs
         self.mlm_cfg, self.jepa_cfg, self.objective_cfg = mlm_cfg, jepa_cfg, objective_cfg
         self.special, self.vocab_size, self.seed = special, int(vocab_size), int(seed)
         self.need_jepa = objective_cfg.kind in ("jepa", "hybrid")
@@ -191,6 +195,39 @@ class Collator:
         self.sampler_name = getattr(jepa_cfg, "sampler", "ours")
         self.sampler = get_sampler(self.sampler_name)
         self._pool = non_special_ids(self.vocab_size, special)
+
+    def width_caps(self, seq_len: int) -> dict[str, int]:
+        """Fixed widths of the index tensors for rows of width ``seq_len`` (``fixed_widths``):
+        ``mlm`` (``mlm_index``/``mlm_labels``): ``max(1, round(mlm.prob * seq_len))`` — a row
+        selects ``round(prob * n_maskable)`` positions, n_maskable <= seq_len — or ``seq_len``
+        when block positions are added (``mlm.jepa_blocks=predict``); ``ctx``/``tgt`` (JEPA
+        keys, sampler ``ours`` without ``jepa.loss_over_padding``):
+        :func:`~predrecon.data.samplers.ours_width_caps` with ``max_docs`` documents per row.
+        Keys absent from the result keep their per-batch width."""
+        T = int(seq_len)
+        caps: dict[str, int] = {}
+        if self.need_mlm:
+            caps["mlm"] = T if self.predict_blocks else max(1, min(T, round(self.mlm_cfg.prob * T)))
+        if self.need_jepa and self.sampler_name == "ours" and not getattr(self.jepa_cfg, "loss_over_padding", False):
+            caps["ctx"], caps["tgt"] = ours_width_caps(self.jepa_cfg, T, self.max_docs)
+        return caps
+
+    def _pad_to_caps(self, batch: Batch, T: int) -> Batch:
+        groups = {"mlm": (("mlm_index", 0), ("mlm_labels", -100)),
+                  "ctx": (("ctx_index", 0), ("ctx_valid", False)),
+                  "tgt": (("tgt_index", 0), ("tgt_valid", False), ("tgt_block", 0))}
+        for name, cap in self.width_caps(T).items():
+            for key, fill in groups[name]:
+                if key not in batch:
+                    continue
+                w = batch[key].shape[1]
+                if w > cap:
+                    raise RuntimeError(f"collator: {key} width {w} exceeds its cap {cap} (seq_len {T}, "
+                                       f"max_docs {self.max_docs})")
+                if w < cap:
+                    pad = torch.full((batch[key].shape[0], cap - w), fill, dtype=batch[key].dtype)
+                    batch[key] = torch.cat([batch[key], pad], dim=1)
+        return batch
 
     def generator(self, step: int) -> torch.Generator:
         return torch.Generator().manual_seed(step_seed(self.seed, step))
@@ -229,4 +266,4 @@ class Collator:
         if self.shared and tgt_pos is not None:
             corrupted = torch.where(tgt_pos, torch.full_like(corrupted, self.special.mask_id), corrupted)
         batch["mlm_input_ids"] = corrupted
-        return batch
+        return self._pad_to_caps(batch, T) if self.fixed_widths else batch

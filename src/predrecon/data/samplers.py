@@ -40,6 +40,7 @@ The reference draws starts with Python's unseeded ``random``; here every draw co
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -159,6 +160,33 @@ def sample_ours(input_ids: torch.Tensor, segment_ids: torch.Tensor, maskable: to
     tgt_index = torch.where(tgt_valid, key % T, 0)
     tgt_block = torch.where(tgt_valid, (key // T) % K, 0)
     return JepaDraw(ctx_index, ctx_valid, tgt_index, tgt_valid, tgt_block, tgt_valid.clone())
+
+
+def ours_width_caps(cfg: JEPAConfig, seq_len: int, max_docs: int | None = None) -> tuple[int, int]:
+    """Upper bounds ``(C, N)`` on the context / target widths that :func:`sample_ours` can return
+    for rows of width ``seq_len`` holding at most ``max_docs`` documents (default ``seq_len``).
+
+    Per document of L maskable tokens (a row's documents share at most ``seq_len`` of them):
+    the context is at most ``max(round(hi_c * R), min_keep + 1)`` positions and each of the
+    ``num_targets`` target blocks at most ``max(1, round(hi_t * R))``, with R = L
+    (``size_reference='length'``; ``round(hi * L) <= hi * L + 1/2``) or ``max_tokens``. The bound
+    is the largest sum of these over S documents (S = 1 .. ``max_docs``), capped by the row's
+    positions (context) and ``num_targets`` times them (targets). The widths are batch maxima,
+    so they are bounded by the same numbers."""
+    T, K = int(seq_len), cfg.num_targets
+    hi_c, hi_t = cfg.context_scale[1], cfg.target_scale[1]
+    floor_c = cfg.min_keep + 1
+    best_c = best_t = 1
+    for S in range(1, max(1, min(max_docs or T, T)) + 1):
+        if cfg.size_reference == "length":  # sum_d max(hi * L_d + 1/2, floor) with sum_d L_d <= T
+            c = max(hi_c * T + 0.5, floor_c) if S == 1 else hi_c * T + S * floor_c
+            t = K * (math.floor(max(1.0, hi_t * T + 0.5)) if S == 1 else hi_t * T + S)
+        else:
+            c = S * max(round(hi_c * cfg.max_tokens), floor_c)
+            t = K * S * max(1, round(hi_t * cfg.max_tokens))
+        best_c = max(best_c, min(T, math.floor(c)))
+        best_t = max(best_t, min(K * T, math.floor(t)))
+    return best_c, best_t
 
 
 def reference_block_sizes(cfg: JEPAConfig, gen: torch.Generator) -> tuple[int, int]:
