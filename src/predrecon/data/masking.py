@@ -38,7 +38,8 @@ slot) and the batch carries ``tgt_real`` (B, N): drawn target slots, as opposed 
 (which points at position 0 and stays valid). ``mlm.jepa_blocks`` (``mlm-matched`` arm): see
 :class:`Collator`. ``fixed_widths=True`` pads every index tensor to a width fixed per run
 (:meth:`Collator.width_caps`; padding slots hold index 0, label -100, valid False), so the
-shapes do not change between steps (compiled models, CUDA graphs). :func:`corruption_rates` measures what the student sees.
+shapes do not change between steps (compiled models, CUDA graphs). :func:`corruption_rates`
+measures what the student sees.
 """
 
 from __future__ import annotations
