@@ -59,19 +59,44 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         raise ValueError(f"train.precision: must be auto|fp32|bf16|fp16, got {precision!r}") from None
 
 
-def local_source(batcher: Any, collator: Any, accum: int, device: torch.device) -> BatchSource:
+class LocalSource:
     """Batches made on the calling thread: ``accum`` rows from ``batcher``, masks by ``collator``
-    at micro-step ``step * accum + micro``, copied to ``device`` (non-blocking)."""
+    at micro-step ``step * accum + micro``, copied to ``device`` (non-blocking). ``state_dict``:
+    the batcher's state after the last step made (what a checkpoint stores). The prefetching
+    alternative is :class:`predrecon.data.prefetch.PrefetchSource`."""
 
-    def source(step: int) -> tuple[list[Batch], int]:
+    def __init__(self, batcher: Any, collator: Any, accum: int, device: torch.device):
+        self.batcher, self.collator, self.accum, self.device = batcher, collator, accum, device
+
+    def __call__(self, step: int) -> tuple[list[Batch], int]:
         out, tokens = [], 0
-        for micro in range(accum):
-            rows = next(batcher)
+        for micro in range(self.accum):
+            rows = next(self.batcher)
             tokens += int(rows["segment_ids"].ne(0).sum())
-            out.append({k: v.to(device, non_blocking=True) for k, v in collator(rows, step * accum + micro).items()})
+            batch = self.collator(rows, step * self.accum + micro)
+            out.append({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
         return out, tokens
 
-    return source
+    def state_dict(self) -> dict[str, Any]:
+        return self.batcher.state_dict()
+
+    def close(self) -> None:
+        pass
+
+
+def local_source(batcher: Any, collator: Any, accum: int, device: torch.device) -> LocalSource:
+    return LocalSource(batcher, collator, accum, device)
+
+
+def make_source(batcher: Any, collator: Any, accum: int, device: torch.device, start: int, end: int,
+                prefetch: int = 0) -> Any:
+    """``prefetch`` = 0: :class:`LocalSource`; > 0: a worker process ``prefetch`` steps ahead
+    (:class:`~predrecon.data.prefetch.PrefetchSource`)."""
+    if prefetch <= 0:
+        return LocalSource(batcher, collator, accum, device)
+    from ..data.prefetch import PrefetchSource
+
+    return PrefetchSource(batcher, collator, accum, device, start, end, depth=prefetch)
 
 
 @dataclass
