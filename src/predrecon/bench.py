@@ -140,8 +140,8 @@ def synthetic_dataset(out: Path, seq: int, n_docs: int = 64, rows_per_doc: int =
     return out
 
 
-def _loop(cfg: RunConfig, data: str, device: torch.device, precision: str, workdir: Path
-          ) -> Callable[[], int]:
+def _loop(cfg: RunConfig, data: str, device: torch.device, amp: torch.dtype | None, workdir: Path,
+          prefetch: int = 0, fixed_widths: bool = False) -> Callable[[], int]:
     """The training loop's step over ``data``: :func:`~predrecon.train.step.train_step` and, every
     ``train.log_every`` steps, the loop's log record (host sync, float conversion, JSONL write)."""
     from .data.batching import make_batcher
@@ -150,21 +150,20 @@ def _loop(cfg: RunConfig, data: str, device: torch.device, precision: str, workd
     from .train.diagnostics import FaultMonitor
     from .train.loop import JsonlLogger, build_optimizer, seed_everything
     from .train.meta import HybridModel
-    from .train.step import StepContext, autocast_dtype, local_source, train_step
+    from .train.step import StepContext, make_source, train_step
 
     ds = TokenDataset(data)
-    cfg = apply_overrides(cfg, [f"data.path={data}", f"model.vocab_size={ds.vocab_size}",
-                                f"train.precision={precision}"])
+    cfg = apply_overrides(cfg, [f"data.path={data}", f"model.vocab_size={ds.vocab_size}"])
     seed_everything(cfg.train.seed)
     model = HybridModel(cfg, ds.vocab_size, ds.special_ids).to(device).train()
     opt = build_optimizer(model, cfg, fused=device.type == "cuda")
     batcher = make_batcher(ds, cfg.data, "train", cfg.train.batch_size, cfg.train.seed)
-    collator = Collator(cfg.mlm, cfg.jepa, cfg.objective, ds.special_ids, ds.vocab_size, cfg.train.seed)
-    src = local_source(batcher, collator, cfg.optim.accum_steps, device)
-    ctx = StepContext(cfg, model, opt, src, device, amp=autocast_dtype(precision, device),
-                      monitor=FaultMonitor(device, cfg.train.max_nonfinite))
+    collator = Collator(cfg.mlm, cfg.jepa, cfg.objective, ds.special_ids, ds.vocab_size, cfg.train.seed,
+                        fixed_widths=fixed_widths, max_docs=1 if fixed_widths else None)
+    src = make_source(batcher, collator, cfg.optim.accum_steps, device, 0, cfg.train.steps, prefetch)
+    ctx = StepContext(cfg, model, opt, src, device, amp=amp, monitor=FaultMonitor(device, cfg.train.max_nonfinite))
     workdir.mkdir(parents=True, exist_ok=True)
-    log = JsonlLogger(workdir / f"{cfg.objective.kind}-{precision}.jsonl", None)
+    log = JsonlLogger(workdir / f"{cfg.objective.kind}-{amp}-{prefetch}-{id(ctx)}.jsonl", None)
     state = {"step": 0}
 
     def step() -> int:
@@ -245,11 +244,13 @@ def _rss_gib() -> float | None:
 def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int = 10, warmup: int = 3,
               rounds: int = 3, device: str = "auto", include_hf: bool = True, loop: bool = False,
               data: str | None = None, precisions: tuple[str, ...] = ("auto",),
-              peak_tflops: float | None = None) -> dict:
+              peak_tflops: float | None = None, prefetch: int = 0) -> dict:
     """Measure every contestant; returns ``{'config': …, 'results': {name: {tokens_per_s,
     ratio_vs_hf_mlm, step_s_median, step_s_all, mfu, peak_mem_gib}}}``. Names carry ``@<precision>``
     when more than one precision is given. ``loop`` adds the real-loop contestants over ``data``
-    (a built dataset; default: :func:`synthetic_dataset` in a temporary directory)."""
+    (a built dataset; default: :func:`synthetic_dataset` in a temporary directory); with
+    ``prefetch`` > 0 also ``loop_hybrid_shared+prefetch``, whose batches come from a worker
+    process ``prefetch`` steps ahead (that worker also runs while the other contestants do)."""
     from .train.step import autocast_dtype
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -265,7 +266,7 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
     contestants: list[Contestant] = []
     peaks: dict[str, tuple[float, str]] = {}
     for prec in precisions:
-        amp = autocast_dtype(prec, dev)
+        amp = autocast_dtype(prec, dev, SHAPES[shape][0])
         pname = "bf16" if amp == torch.bfloat16 else ("fp16" if amp == torch.float16 else "fp32")
         peaks[pname] = peak_flops(dev, amp, peak_tflops)
         sfx = f"@{pname}" if len(precisions) > 1 else ""
@@ -279,8 +280,13 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
         if loop:
             for name, kind, path in LOOP_KINDS:
                 cfg = _our_cfg(shape, kind, path, seq, batch)
-                contestants.append(Contestant(name + sfx, _loop(cfg, str(data), dev, prec, work / "logs"),
+                contestants.append(Contestant(name + sfx, _loop(cfg, str(data), dev, amp, work / "logs"),
                                               _flops(cfg, kind), pname))
+            if prefetch > 0:
+                cfg = _our_cfg(shape, "hybrid", "shared", seq, batch)
+                contestants.append(Contestant("loop_hybrid_shared+prefetch" + sfx,
+                                              _loop(cfg, str(data), dev, amp, work / "logs", prefetch=prefetch),
+                                              _flops(cfg, "hybrid"), pname))
     for c in contestants:  # warm-up (allocator, kernels, autotuning)
         for _ in range(warmup):
             c.step()
@@ -360,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="auto",
                    help="comma-separated: auto|fp32|bf16 (several: every contestant once per precision)")
     p.add_argument("--no-loop", action="store_true", help="leave out the real-loop contestants")
+    p.add_argument("--prefetch", type=int, default=0,
+                   help="also time the real loop with batches made this many steps ahead in a worker process")
     p.add_argument("--data", help="built dataset for the real-loop contestants (default: a synthetic one)")
     p.add_argument("--peak-tflops", type=float, help="peak FLOP/s (in TFLOP/s) that MFU is stated against")
     p.add_argument("--json", help="also write the results here")
@@ -369,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad or not precs:
         p.error(f"--precision: must be auto|fp32|bf16|fp16 (comma-separated), got {a.precision!r}")
     out = run_bench(a.shape, a.batch, a.seq, a.steps, warmup=a.warmup, rounds=a.rounds, device=a.device,
-                    loop=not a.no_loop, data=a.data, precisions=precs, peak_tflops=a.peak_tflops)
+                    loop=not a.no_loop, data=a.data, precisions=precs, peak_tflops=a.peak_tflops,
+                    prefetch=a.prefetch)
     print(json.dumps(out["config"]))
     print(format_table(out))
     if a.json:

@@ -28,6 +28,7 @@ Batch = dict[str, torch.Tensor]
 BatchSource = Callable[[int], tuple[list[Batch], int]]
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+AUTO_BF16_MIN_DIM_CPU = 128  # narrowest model that ``precision=auto`` trains in bf16 on a CPU
 
 
 @functools.cache
@@ -45,12 +46,16 @@ def cpu_supports_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(precision: str, device: torch.device, dim: int | None = None) -> torch.dtype | None:
     """The autocast dtype for ``train.precision`` on ``device``; None = plain fp32.
 
-    ``auto``: bf16 on CUDA and on a CPU where :func:`cpu_supports_bf16`, else fp32."""
+    ``auto``: bf16 on CUDA; on a CPU where :func:`cpu_supports_bf16`, bf16 for a model of width
+    ``dim >= AUTO_BF16_MIN_DIM_CPU`` (or ``dim`` not given) — below it the casts cost more than
+    the bf16 matmuls save (measured: docs/results.md) — else fp32."""
     if precision == "auto":
-        if device.type == "cuda" or (device.type == "cpu" and cpu_supports_bf16()):
+        if device.type == "cuda":
+            return torch.bfloat16
+        if device.type == "cpu" and cpu_supports_bf16() and (dim is None or dim >= AUTO_BF16_MIN_DIM_CPU):
             return torch.bfloat16
         return None
     try:
