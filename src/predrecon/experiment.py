@@ -265,9 +265,9 @@ QUESTIONS = [
     ("more uniform?", "mean", "geometry.uniformity", "lower = more uniform"),
     ("more uniform (max pooling)?", "max", "geometry.uniformity", "lower = more uniform"),
     ("richer spectrum (max pooling)?", "max", "geometry.effective_rank", "higher = richer"),
-    ("less lexical?", "mean", "lexical.probe", "lower = less lexical"),
-    ("better semantic-lexical balance?", "mean", "balance.difference", "higher = better"),
-    ("same linear-probe accuracy?", "mean", "linear_probe.paper", "equal = same"),
+    ("less lexical?", "mean", "lexical.content_auc", "lower = less lexical"),
+    ("better semantic-lexical balance?", "mean", "balance.normalised", "higher = better"),
+    ("same probe score?", "mean", "probe.glue", "equal = same"),
 ]
 
 
