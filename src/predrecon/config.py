@@ -257,8 +257,9 @@ class TrainConfig:
     batch_size: int = 32
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
-    compile: bool = False
+    precision: str = "auto"  # auto (bf16 on CUDA and, for dim >= 128, on CPUs with AVX-512 BF16/AMX; else fp32)
+    compile: bool = False  # torch.compile the encoder and predictor; index widths fixed per run
+    prefetch: int = 0  # steps of batches + masks made ahead in a worker process; 0 = on the main thread
     log_every: int = 10
     ckpt_every: int = 200
     keep_ckpts: int = 2
@@ -286,6 +287,8 @@ class TrainConfig:
         _check(self.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision",
                f"must be auto|fp32|bf16|fp16, got {self.precision!r}")
         _check(self.log_every >= 1, "train.log_every", "must be >= 1")
+        _check(isinstance(self.prefetch, int) and 0 <= self.prefetch <= 64, "train.prefetch",
+               f"must be an integer in [0, 64], got {self.prefetch!r}")
         _check(self.ckpt_every >= 1, "train.ckpt_every", "must be >= 1")
         _check(self.diag_every >= 0, "train.diag_every", "must be >= 0")
         _check(0 <= self.collapse_rank_frac < 1, "train.collapse_rank_frac",
