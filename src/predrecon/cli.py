@@ -287,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "intervals, per task and pooling. ENCODER: a run dir, an exported encoder, "
                                    "'minilm' (reference all-MiniLM-L6-v2) or 'random:RUN' (same-shape floor).")
     v.add_argument("encoder")
-    v.add_argument("--tasks", default="sst2,mrpc,mnli,cola,stsb", help="comma-separated task names")
+    v.add_argument("--tasks", "--task", default="sst2,mrpc,mnli,cola,stsb",
+                   help="comma-separated task names, or file:PATH[?text=COL&text_b=COL&label=COL&kind=classification|"
+                        "regression|similarity&train=PATH2] for a labelled TSV/CSV/JSONL of your own")
     from .eval.names import DEFAULT_POOLINGS
 
     v.add_argument("--poolings", default=",".join(DEFAULT_POOLINGS), help="comma-separated poolings")

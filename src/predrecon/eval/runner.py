@@ -72,7 +72,7 @@ from .names import DEFAULT_POOLINGS
 from .pooling import POOLINGS, build_pooler
 from .records import (_entry, _jsonable, _safe_suite, bootstrap_indices, load_result, make_statistic,
                       vectorized)
-from .tasks import SUBSET_SEED, Split, TaskData, available_tasks, get_task, stratified_subset
+from .tasks import SUBSET_SEED, Split, TaskData, get_task, stratified_subset
 
 RESULT_VERSION = 2
 FLOOR_DIRNAME = "random_init"
@@ -86,11 +86,9 @@ __all__ = ["DEFAULT_POOLINGS", "evaluate", "load_result", "make_statistic", "boo
 def _load(task: str, glue_dir, max_examples: int | None) -> TaskData:
     import inspect
 
-    from .tasks import TASKS
+    from .tasks import task_loader
 
-    if task not in available_tasks():  # imports the loaders without loading any data
-        raise KeyError(f"unknown task {task!r} (known: {', '.join(available_tasks())})")
-    params = inspect.signature(TASKS[task]).parameters
+    params = inspect.signature(task_loader(task)).parameters  # raises on unknown names, loads no data
     kw = {k: v for k, v in (("glue_dir", glue_dir), ("max_examples", max_examples)) if k in params}
     data = get_task(task, **kw)
     if data.kind not in ("classification", "regression"):
@@ -276,7 +274,7 @@ class _Floors:
                                        "t": self.info["tokenizer_sha256"], "task": task, "seed": self.seed,
                                        "report": _examples_hash(report), "train": _examples_hash(train),
                                        **settings}, sort_keys=True).encode()).hexdigest()[:16]
-        tdir = self.cache_dir / f"{task}-{key}"
+        tdir = self.cache_dir / f"{data.name}-{key}"  # data.name: a file: spec holds a path
         out, todo = {}, []
         for p in poolings:
             f = tdir / f"{p}.json"

@@ -7,6 +7,7 @@ with :func:`register_task`. ``get_task(name, **kw)`` raises on unknown names.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field
 from typing import Callable
@@ -130,8 +131,11 @@ class TaskData:
 
 TaskLoader = Callable[..., TaskData]
 TASKS: dict[str, TaskLoader] = {}
+#: Tasks named by a spec, ``SCHEME:REST`` -> ``loader(spec, **kw)`` (``file:PATH?...``: a user's
+#: own labelled file, :mod:`predrecon.eval.userfile`).
+TASK_SCHEMES: dict[str, Callable[..., TaskData]] = {}
 
-_LOADER_MODULES = ("predrecon.eval.glue", "predrecon.eval.builtin")
+_LOADER_MODULES = ("predrecon.eval.glue", "predrecon.eval.builtin", "predrecon.eval.userfile")
 
 
 def register_task(name: str) -> Callable[[TaskLoader], TaskLoader]:
@@ -160,11 +164,19 @@ def available_tasks() -> list[str]:
     return sorted(TASKS)
 
 
-def get_task(name: str, **kw) -> TaskData:
-    """Load task ``name``; keyword arguments go to its loader (e.g. ``glue_dir``)."""
+def task_loader(name: str) -> TaskLoader:
+    """The loader of a registered task name or of a ``SCHEME:...`` spec (bound to the spec)."""
     _import_loaders()
+    scheme, sep, _ = name.partition(":")
+    if sep and scheme in TASK_SCHEMES:
+        return functools.partial(TASK_SCHEMES[scheme], name)
     try:
-        loader = TASKS[name]
+        return TASKS[name]
     except KeyError:
-        raise KeyError(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))})") from None
-    return loader(**kw)
+        raise KeyError(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))}, or "
+                       f"{', '.join(s + ':...' for s in sorted(TASK_SCHEMES))})") from None
+
+
+def get_task(name: str, **kw) -> TaskData:
+    """Load task ``name`` (or a ``SCHEME:...`` spec); keyword arguments go to its loader (e.g. ``glue_dir``)."""
+    return task_loader(name)(**kw)
