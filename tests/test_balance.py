@@ -9,8 +9,15 @@ import torch
 import torch.nn as nn
 
 from predrecon.config import ObjectiveConfig
-from predrecon.objectives.balance import (BALANCERS, FixedBalancer, GradNormBalancer, IdentityBalancer,
-                                          SigmoidBalancer, UncertaintyBalancer, build_balancer)
+from predrecon.objectives.balance import (
+    BALANCERS,
+    FixedBalancer,
+    GradNormBalancer,
+    IdentityBalancer,
+    SigmoidBalancer,
+    UncertaintyBalancer,
+    build_balancer,
+)
 from predrecon.train.schedules import warmup_cosine
 
 

@@ -16,8 +16,7 @@ from predrecon.data.masking import Collator
 from predrecon.data.shards import TokenDataset
 from predrecon.presets import get_preset
 from predrecon.train.checkpoint import list_checkpoints
-from predrecon.train.diagnostics import (Diagnostics, FaultMonitor, TrainingStopped,
-                                         position_only_predictions)
+from predrecon.train.diagnostics import Diagnostics, FaultMonitor, TrainingStopped, position_only_predictions
 from predrecon.train.loop import apply_update, build_optimizer, train
 from predrecon.train.meta import HybridModel
 

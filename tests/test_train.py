@@ -44,7 +44,7 @@ def cfg_for(data: str, *ov: str, faithful: bool = False):
 
 
 def losses(run: Path, key: str = "loss") -> list[tuple[int, float]]:
-    recs = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     return [(r["step"], r[key]) for r in recs if key in r and "event" not in r]
 
 
@@ -72,8 +72,8 @@ def test_student_paths_and_balancers_run(tiny_data, tmp_path, path, balancer):
     assert all(0.0 <= x <= 1.0 for x in lam)
     if balancer == "fixed":
         assert lam == pytest.approx([0.5] * len(lam))
-    diag = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()
-            if '"diagnostics"' in l]
+    diag = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()
+            if '"diagnostics"' in line]
     assert diag and {"gradnorm_mlm", "gradnorm_jepa", "erank_student", "std_pred"} <= set(diag[0])
 
 
@@ -134,9 +134,10 @@ def test_golden_loss_curve(bert_data, tmp_path):
 
 
 def test_export_round_trip(tiny_data, tmp_path):
+    from safetensors.torch import load_file
+
     from predrecon.train.export import export_encoder, load_encoder
     from predrecon.train.meta import HybridModel
-    from safetensors.torch import load_file
     cfg = cfg_for(tiny_data, "train.steps=3", "optim.warmup_steps=0", "train.diag_every=0")
     train(cfg, tmp_path / "run")
     out = export_encoder(tmp_path / "run", tmp_path / "enc")

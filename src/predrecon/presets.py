@@ -17,10 +17,17 @@ available as ``model.positions=rope``. ``--faithful`` keeps sin/cos.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from .config import (ConfigError, DataConfig, JEPAConfig, MLMConfig, ModelConfig, ObjectiveConfig,
-                     OptimConfig, RunConfig, TrainConfig)
+from .config import (
+    ConfigError,
+    DataConfig,
+    JEPAConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+)
 
 
 def debug() -> RunConfig:

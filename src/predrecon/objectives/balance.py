@@ -79,7 +79,7 @@ class Balancer(nn.Module):
     tasks: tuple[str, ...] = TASKS
 
     @classmethod
-    def from_config(cls, cfg: ObjectiveConfig) -> "Balancer":
+    def from_config(cls, cfg: ObjectiveConfig) -> Balancer:
         return cls()
 
 
@@ -94,7 +94,7 @@ class IdentityBalancer(Balancer):
         self.tasks = (task,)
 
     @classmethod
-    def from_config(cls, cfg: ObjectiveConfig) -> "IdentityBalancer":
+    def from_config(cls, cfg: ObjectiveConfig) -> IdentityBalancer:
         return cls(cfg.kind)
 
     def forward(self, losses: dict[str, torch.Tensor], shared_params: list[torch.Tensor] | None = None,
@@ -116,7 +116,7 @@ class FixedBalancer(Balancer):
         self.lam = float(lam)
 
     @classmethod
-    def from_config(cls, cfg: ObjectiveConfig) -> "FixedBalancer":
+    def from_config(cls, cfg: ObjectiveConfig) -> FixedBalancer:
         return cls(cfg.fixed_lambda)
 
     def forward(self, losses: dict[str, torch.Tensor], shared_params: list[torch.Tensor] | None = None,
@@ -179,7 +179,7 @@ class GradNormBalancer(Balancer):
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
 
     @classmethod
-    def from_config(cls, cfg: ObjectiveConfig) -> "GradNormBalancer":
+    def from_config(cls, cfg: ObjectiveConfig) -> GradNormBalancer:
         return cls(cfg.gradnorm_alpha)
 
     def weights(self) -> torch.Tensor:

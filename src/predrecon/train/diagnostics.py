@@ -123,7 +123,6 @@ class Diagnostics:
         return out
 
     def run(self, model, train_batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        cfg = self.cfg.train
         b = self.batch
         out: dict[str, Any] = {"split": self.split}
         with torch.no_grad():

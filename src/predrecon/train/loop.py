@@ -35,14 +35,12 @@ from ..config import ConfigError, RunConfig
 from ..data.batching import make_batcher
 from ..data.masking import Collator
 from ..data.shards import TokenDataset
-from .checkpoint import (latest_valid_checkpoint, load_checkpoint, non_finite_tensors, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import latest_valid_checkpoint, load_checkpoint, non_finite_tensors, save_checkpoint, set_rng_state
 from .diagnostics import Diagnostics, FaultMonitor, TrainingStopped, divergence_message
 from .meta import HybridModel
 from .rundir import finished_summary, locked_run, read_jsonl
 from .schedules import linear, warmup_cosine
 from .tracking import Tracker
-
 
 DIVERGENCE_KEYS = ("loss_mlm",)  # a likelihood never rises far above its best; JEPA losses may (moving target)
 
@@ -283,7 +281,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
     if cfg.train.progress:
         tqdm.write(f"[predrecon] encoder {n_enc / 1e6:.2f} M params ({(n_enc - n_emb) / 1e6:.2f} M "
                    f"non-embedding) | objective {cfg.objective.kind} | device {device} | "
-                   f"{'resuming at step %d' % start if start else 'fresh run'}")
+                   f"{f'resuming at step {start}' if start else 'fresh run'}")
 
     end = cfg.train.steps if max_steps is None else min(cfg.train.steps, max_steps)
     accum = cfg.optim.accum_steps
