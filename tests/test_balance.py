@@ -319,7 +319,7 @@ def _gradnorm_trajectory(every: int, lr: float, steps: int = 200) -> float:
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()  # parameters without a gradient (between updates) are left alone
-    return float(bal.weights()[0])
+    return float(bal.weights()[0].detach())
 
 
 def test_gradnorm_lr_scaled_by_the_interval_moves_as_far_as_every_step_updates():
