@@ -160,3 +160,18 @@ def test_real_loop_contestant_runs_train_step_and_counts_real_tokens(monkeypatch
     assert r["tokens_per_s"] == pytest.approx(r["tokens_per_step"] / r["step_s_median"], rel=1e-12)
     assert r["mfu"] is not None and 0 < r["mfu"] < 1
     assert torch.isfinite(torch.tensor(r["tokens_per_s"]))
+
+
+def test_compiled_contestants_are_built_compiled(monkeypatch):
+    seen = []
+
+    def fake_ours(cfg, dev, amp, n, compiled=False):
+        seen.append((cfg.objective.kind, cfg.objective.student_path, compiled))
+        return lambda: None
+
+    monkeypatch.setattr(bench, "_ours", fake_ours)
+    out = run_bench("tiny", batch=2, seq=8, steps=1, warmup=0, rounds=1, device="cpu", include_hf=False,
+                    compiled=True, precisions=("fp32",))
+    assert set(out["results"]) == CONTESTANTS - {"hf_bert_mlm"} | {"ours_mlm+compile", "ours_hybrid_shared+compile"}
+    assert sorted(seen) == sorted([("mlm", "shared", False), ("hybrid", "shared", False), ("hybrid", "separate", False),
+                                   ("mlm", "shared", True), ("hybrid", "shared", True)])

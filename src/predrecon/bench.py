@@ -76,12 +76,13 @@ def _our_cfg(shape: str, kind: str, path: str, seq: int, batch: int) -> RunConfi
                                  f"jepa.predictor_heads={max(1, heads // 2)}", "jepa.predictor_depth=4"])
 
 
-def _batches(cfg: RunConfig, n: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+def _batches(cfg: RunConfig, n: int, device: torch.device, fixed_widths: bool = False
+             ) -> list[dict[str, torch.Tensor]]:
     """Full rows of random non-special tokens (no padding), masks from our collator."""
     from .data.masking import Collator
 
     g = torch.Generator().manual_seed(0)
-    col = Collator(cfg.mlm, cfg.jepa, cfg.objective, SPECIAL, VOCAB, seed=0)
+    col = Collator(cfg.mlm, cfg.jepa, cfg.objective, SPECIAL, VOCAB, seed=0, fixed_widths=fixed_widths, max_docs=1)
     out = []
     B, T = cfg.train.batch_size, cfg.data.seq_len
     for i in range(n):
@@ -93,14 +94,18 @@ def _batches(cfg: RunConfig, n: int, device: torch.device) -> list[dict[str, tor
     return out
 
 
-def _ours(cfg: RunConfig, device: torch.device, amp: torch.dtype | None, n_batches: int) -> Callable[[], None]:
+def _ours(cfg: RunConfig, device: torch.device, amp: torch.dtype | None, n_batches: int,
+          compiled: bool = False) -> Callable[[], None]:
     from .train.loop import build_optimizer
     from .train.meta import HybridModel
+    from .train.step import compile_model
 
     model = HybridModel(cfg, VOCAB, SPECIAL).to(device).train()
+    if compiled:  # as train.compile=true: inductor, static shapes from fixed index widths
+        compile_model(model)
     opt = build_optimizer(model, cfg, fused=device.type == "cuda")
-    return _stepper(lambda b: model(b)[0], _batches(cfg, n_batches, device), opt, device, amp,
-                    after=lambda: model.update_target(0.996))
+    return _stepper(lambda b: model(b)[0], _batches(cfg, n_batches, device, fixed_widths=compiled), opt, device,
+                    amp, after=lambda: model.update_target(0.996))
 
 
 def _stepper(loss_of: Callable[[dict], torch.Tensor], batches: list[dict], opt: torch.optim.Optimizer,
@@ -225,7 +230,7 @@ def peak_flops(device: torch.device, amp: torch.dtype | None, given_tflops: floa
     dt = amp or torch.float32
     a, b = torch.randn(4096, 512, dtype=dt), torch.randn(512, 2048, dtype=dt)
     best = float("inf")
-    for _ in range(4):
+    for _ in range(8):
         t = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t)
@@ -244,13 +249,15 @@ def _rss_gib() -> float | None:
 def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int = 10, warmup: int = 3,
               rounds: int = 3, device: str = "auto", include_hf: bool = True, loop: bool = False,
               data: str | None = None, precisions: tuple[str, ...] = ("auto",),
-              peak_tflops: float | None = None, prefetch: int = 0) -> dict:
+              peak_tflops: float | None = None, prefetch: int = 0, compiled: bool = False) -> dict:
     """Measure every contestant; returns ``{'config': …, 'results': {name: {tokens_per_s,
     ratio_vs_hf_mlm, step_s_median, step_s_all, mfu, peak_mem_gib}}}``. Names carry ``@<precision>``
     when more than one precision is given. ``loop`` adds the real-loop contestants over ``data``
     (a built dataset; default: :func:`synthetic_dataset` in a temporary directory); with
     ``prefetch`` > 0 also ``loop_hybrid_shared+prefetch``, whose batches come from a worker
-    process ``prefetch`` steps ahead (that worker also runs while the other contestants do)."""
+    process ``prefetch`` steps ahead (that worker also runs while the other contestants do);
+    ``compiled`` adds ``ours_mlm+compile`` and ``ours_hybrid_shared+compile`` (as
+    ``train.compile=true``; compilation happens in the warm-up, outside the timed rounds)."""
     from .train.step import autocast_dtype
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -277,6 +284,11 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
         for name, kind, path in STEP_KINDS:
             cfg = _our_cfg(shape, kind, path, seq, batch)
             contestants.append(Contestant(name + sfx, _ours(cfg, dev, amp, 4), _flops(cfg, kind), pname))
+        if compiled:
+            for name, kind, path in STEP_KINDS[:2]:
+                cfg = _our_cfg(shape, kind, path, seq, batch)
+                contestants.append(Contestant(f"{name}+compile{sfx}", _ours(cfg, dev, amp, 4, compiled=True),
+                                              _flops(cfg, kind), pname))
         if loop:
             for name, kind, path in LOOP_KINDS:
                 cfg = _our_cfg(shape, kind, path, seq, batch)
@@ -369,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefetch", type=int, default=0,
                    help="also time the real loop with batches made this many steps ahead in a worker process")
     p.add_argument("--data", help="built dataset for the real-loop contestants (default: a synthetic one)")
+    p.add_argument("--compile", action="store_true", help="also time our steps compiled (train.compile=true)")
     p.add_argument("--peak-tflops", type=float, help="peak FLOP/s (in TFLOP/s) that MFU is stated against")
     p.add_argument("--json", help="also write the results here")
     a = p.parse_args(argv)
@@ -378,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--precision: must be auto|fp32|bf16|fp16 (comma-separated), got {a.precision!r}")
     out = run_bench(a.shape, a.batch, a.seq, a.steps, warmup=a.warmup, rounds=a.rounds, device=a.device,
                     loop=not a.no_loop, data=a.data, precisions=precs, peak_tflops=a.peak_tflops,
-                    prefetch=a.prefetch)
+                    prefetch=a.prefetch, compiled=a.compile)
     print(json.dumps(out["config"]))
     print(format_table(out))
     if a.json:

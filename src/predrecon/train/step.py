@@ -104,6 +104,17 @@ def make_source(batcher: Any, collator: Any, accum: int, device: torch.device, s
     return PrefetchSource(batcher, collator, accum, device, start, end, depth=prefetch)
 
 
+def compile_model(model: Any) -> Any:
+    """``torch.compile`` (inductor, static shapes) the student encoder, the EMA target and the
+    predictor in place (``nn.Module.compile``: parameter names unchanged, so checkpoints and the
+    EMA are unaffected). The MLM head's chunked loss, the JEPA loss and the balancer (GradNorm's
+    ``autograd.grad``) stay eager. Static shapes need the collator's ``fixed_widths``."""
+    for part in (model.encoder, getattr(model, "target", None), getattr(model, "predictor", None)):
+        if isinstance(part, torch.nn.Module):
+            part.compile(dynamic=False)
+    return model
+
+
 @dataclass
 class StepContext:
     """What one run's steps share. ``monitor``: a
