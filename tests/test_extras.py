@@ -135,9 +135,11 @@ def test_run_extras_tiny_encoder_writes_consistent_records(tiny_encoder, tmp_pat
         assert on_disk["extra"] == name and on_disk["seed"] == 3 and on_disk["encoder"] == "tiny-random"
         assert on_disk["params"]["texts_encoded"] >= 0 and on_disk["metrics"]
         for m, e in on_disk["metrics"].items():
-            assert set(e) >= {"value", "low", "high", "n", "label", "tested", "resample", "examples"}
+            # the shared record contract (records.ENTRY_REQUIRED) plus the suite's label / tested
+            assert set(e) >= {"value", "low", "high", "n", "method", "resample", "label", "tested"}, (name, m)
             spec = e["resample"]
             if spec:
+                assert e["examples"] and e["better"] in ("higher", "lower"), (name, m)
                 keys = [spec["key"]] if spec["type"] == "mean" else [spec["pred"], spec["target"]]
                 assert all(len(on_disk["per_example"][k]) == e["n"] for k in keys), (name, m)
                 if spec["type"] == "mean":  # the metric is the mean of its per-example scores

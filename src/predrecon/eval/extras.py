@@ -37,16 +37,15 @@ import torch
 from scipy import stats as sps
 from threadpoolctl import threadpool_limits
 
-from .builtin import crosslingual_transfer
 from .encoders import TextEncoder
-from .fewshot import EmbedFn, embed_texts, fit_probe, pair_features, plot_fewshot, sample_k_per_class
+from .fewshot import EmbedFn, embed_texts, fit_probe, mean_ci, pair_features, plot_fewshot, sample_k_per_class
 from .pooling import build_pooler
-from .robustness import perturb_split, robustness_eval
+from .records import check_entries, entry, jsonable
+from .robustness import perturb_split
 from .stats import bootstrap_ci, t_interval
 from .tasks import TASKS, Split, TaskData, available_tasks, get_task, stratified_subset
-from .runner import _jsonable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: entries of the shared record contract (method, better, floors)
 SUBSET_SEED = 20240607  # fixed subsets of train/test: the same examples for every arm and seed
 SIMILARITY_SETS = ("wordsim353", "simlex999", "lee")
 CROSSLINGUAL_LANGS = ("es", "fr")
@@ -114,27 +113,23 @@ class CachedEmbed:
 # --------------------------------------------------------------------------- record helpers
 
 def metric_entry(value: float, low: float = math.nan, high: float = math.nan, n: int = 0, *, label: str = "",
-                 interval: str = "", tested: bool = True, coords: dict | None = None,
-                 resample: dict | None = None, examples: str | None = None) -> dict:
-    """One metric of an extras record (see the module doc for the fields)."""
-    return {"value": float(value), "low": float(low), "high": float(high), "n": int(n), "label": label,
-            "interval": interval, "tested": bool(tested), "coords": dict(coords or {}),
-            "resample": resample, "examples": examples}
+                 method: str = "none", tested: bool = True, coords: dict | None = None,
+                 resample: dict | None = None, examples: str | None = None, better: str | None = None,
+                 floors: dict | None = None) -> dict:
+    """One metric of a suite record: the shared entry of :func:`predrecon.eval.records.entry`
+    with ``label``, ``tested``, ``coords``, ``examples`` (and ``better`` / ``floors`` when given)."""
+    return entry(value, low, high, n, method, resample, label=label, tested=bool(tested), coords=dict(coords or {}),
+                 examples=examples, better=better, floors=None if floors is None else dict(floors))
 
 
 def extra_record(extra: str, encoder: str, dim: int, seed: int, params: dict, metrics: dict,
                  per_example: dict | None = None, details: dict | None = None,
                  notes: Sequence[str] = (), seconds: float = math.nan) -> dict:
-    """An extras record in schema :data:`SCHEMA_VERSION`; checks that every ``resample`` key
-    names a ``per_example`` vector of length ``n``."""
+    """A suite record in schema :data:`SCHEMA_VERSION`; checks every entry against the record
+    contract (:func:`predrecon.eval.records.check_entries`: required fields, ``resample`` keys
+    naming ``per_example`` vectors of length ``n``)."""
     per_example = {k: np.asarray(v, dtype=np.float64) for k, v in (per_example or {}).items()}
-    for name, m in metrics.items():
-        spec = m.get("resample")
-        keys = [] if not spec else ([spec["key"]] if spec["type"] == "mean" else [spec["pred"], spec["target"]])
-        for k in keys:
-            if k not in per_example or len(per_example[k]) != m["n"]:
-                raise ValueError(f"extra {extra!r}, metric {name!r}: per-example vector {k!r} is missing or "
-                                 f"not of length n={m['n']}")
+    check_entries(f"extra {extra!r}", metrics, per_example)
     return {"extra": extra, "schema": SCHEMA_VERSION, "encoder": encoder, "dim": int(dim), "seed": int(seed),
             "params": params, "seconds": float(seconds), "notes": list(notes), "metrics": metrics,
             "per_example": per_example, "details": details or {}}
@@ -154,7 +149,7 @@ def save_record(record: dict, path: str | Path) -> Path:
     """Write a record as JSON (NaN -> null)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(record), indent=1, allow_nan=False))
+    path.write_text(json.dumps(jsonable(record), indent=1, allow_nan=False))
     return path
 
 
@@ -210,11 +205,6 @@ def _features(embed: EmbedFn, split: Split) -> np.ndarray:
     return ea if split.text_b is None else pair_features(ea, embed_texts(embed, split.text_b, "text_b"))
 
 
-def _check_same(what: str, mine: float, theirs: float) -> None:
-    if not math.isclose(mine, theirs, abs_tol=1e-9):
-        raise RuntimeError(f"extras: per-example {what} mean {mine} disagrees with the library value {theirs}")
-
-
 def spearman_rows(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Spearman correlation of each row pair: (..., n), (..., n) -> (...) (average ranks for
     ties; NaN for a constant row)."""
@@ -259,7 +249,7 @@ def extra_fewshot(ctx: _Context, *, task: str, ks: Sequence[int], draws: int, C:
         curve["accuracies"].append(accs.tolist())
         per_example[f"correct@k={k}"] = correct.mean(axis=0)  # fraction of draws right, (n,)
         metrics[f"accuracy@k={k}"] = metric_entry(
-            s.mean, s.low, s.high, len(y_test), label=f"accuracy, k={k} per class", interval=f"t over {draws} draws",
+            s.mean, s.low, s.high, len(y_test), label=f"accuracy, k={k} per class", method=f"t over {draws} draws", better="higher",
             coords={"k": k}, resample={"type": "mean", "key": f"correct@k={k}"}, examples=ex)
     correct = (fit_probe(x_train, y_train, C=C, seed=ctx.seed).predict(x_test) == y_test).astype(float)
     curve["full"] = float(correct.mean())
@@ -267,7 +257,7 @@ def extra_fewshot(ctx: _Context, *, task: str, ks: Sequence[int], draws: int, C:
     b = bootstrap_ci(correct, lambda v: v.mean(axis=-1), n_boot=ctx.n_boot, seed=ctx.seed, vectorized=True)
     metrics["accuracy@all"] = metric_entry(
         correct.mean(), b.low, b.high, len(y_test), label=f"accuracy, all {len(y_train)} training examples",
-        interval="bootstrap over examples", coords={"k": "all"}, resample={"type": "mean", "key": "correct@all"},
+        method="bootstrap-percentile", better="higher", coords={"k": "all"}, resample={"type": "mean", "key": "correct@all"},
         examples=ex)
     notes = [f"{task}: probes trained on k examples per class from a fixed pool of {len(train)} training "
              f"examples, tested on {len(test)} fixed examples; k > {smallest} (smallest class) skipped"]
@@ -278,42 +268,42 @@ def extra_fewshot(ctx: _Context, *, task: str, ks: Sequence[int], draws: int, C:
 
 def extra_robustness(ctx: _Context, *, task: str, kinds: Sequence[str], rates: Sequence[float],
                      C: float = 1.0, test_clean: bool = True) -> dict:
-    """:func:`~predrecon.eval.robustness.robustness_eval` on fixed subsets, plus per-example
-    correctness and cosine (the same deterministic probe refit on the cached embeddings).
-    ``test_clean=False`` marks the clean accuracy untested (it repeats few-shot's
-    ``accuracy@all`` when both use the same task)."""
+    """Robustness to text perturbations on fixed subsets (the protocol of
+    :func:`~predrecon.eval.robustness.robustness_eval`: one probe fit on clean training
+    embeddings, test texts perturbed by :func:`~predrecon.eval.robustness.perturb_split` per
+    (kind, rate), intervals by :func:`~predrecon.eval.fewshot.mean_ci`), computed once from the
+    per-example correctness and cosine kept for paired tests. ``test_clean=False`` marks the
+    clean accuracy untested (it repeats few-shot's ``accuracy@all`` when both use the same task)."""
     data, train, test = ctx.classification(task)
-    sub = TaskData(name=data.name, kind=data.kind, train=train, dev=test, num_classes=data.num_classes,
-                   label_names=data.label_names, notes=data.notes)
-    res = robustness_eval(ctx.embed, sub, kinds=kinds, rates=rates, seed=ctx.seed, n_boot=ctx.n_boot, C=C)
     clf = fit_probe(_features(ctx.embed, train), train.labels, C=C, seed=ctx.seed)
     ex, y = examples_sha1(test), test.labels
     clean_parts = [ctx.embed(test.text_a)] + ([ctx.embed(test.text_b)] if test.is_pair else [])
     correct_clean = (clf.predict(_features(ctx.embed, test)) == y).astype(float)
-    _check_same("clean accuracy", correct_clean.mean(), res["clean_accuracy"]["value"])
-    ca = res["clean_accuracy"]
+    ca = mean_ci(correct_clean, ctx.n_boot, 0.95, ctx.seed)
+    res = {"task": data.name, "n_train": len(train), "n_test": len(test), "clean_accuracy": ca, "results": []}
     metrics = {"clean_accuracy": metric_entry(ca["value"], ca["low"], ca["high"], len(y), label="clean accuracy",
-                                              interval="bootstrap over examples", coords={"kind": "clean"},
+                                              method="bootstrap-percentile", better="higher", coords={"kind": "clean"},
                                               tested=test_clean,
                                               resample={"type": "mean", "key": "correct.clean"}, examples=ex)}
     per_example = {"correct.clean": correct_clean}
-    results = {(r["kind"], r["rate"]): r for r in res["results"]}
     for kind in kinds:
         drops, coss = [], []
         for rate in rates:
             pert = perturb_split(test, kind, rate, ctx.seed)
             correct = (clf.predict(_features(ctx.embed, pert)) == y).astype(float)
-            r = results[(kind, float(rate))]
-            _check_same(f"{kind}@{rate} accuracy", correct.mean(), r["accuracy"]["value"])
             pert_parts = [ctx.embed(pert.text_a)] + ([ctx.embed(pert.text_b)] if pert.is_pair else [])
-            cos = np.mean([_row_cosine(c, p) for c, p in zip(clean_parts, pert_parts)], axis=0)  # (n,)
+            cos_parts = [_row_cosine(c, p) for c, p in zip(clean_parts, pert_parts)]  # each (n,)
+            drop = mean_ci(correct_clean - correct, ctx.n_boot, 0.95, ctx.seed)
+            res["results"].append({"kind": kind, "rate": float(rate),
+                                   "accuracy": mean_ci(correct, ctx.n_boot, 0.95, ctx.seed), "drop": drop,
+                                   "cosine": mean_ci(np.concatenate(cos_parts), ctx.n_boot, 0.95, ctx.seed),
+                                   "changed": float(np.mean([p != t for p, t in zip(pert.text_a, test.text_a)]))})
             drops.append(correct_clean - correct)
-            coss.append(cos)
+            coss.append(np.mean(cos_parts, axis=0))
             metrics[f"drop.{kind}@{rate:g}"] = metric_entry(
-                r["drop"]["value"], r["drop"]["low"], r["drop"]["high"], len(y),
-                label=f"accuracy drop, {kind} @ {rate:g}",
-                interval="bootstrap over examples", tested=False, coords={"kind": kind, "rate": float(rate)},
-                examples=ex)
+                drop["value"], drop["low"], drop["high"], len(y), label=f"accuracy drop, {kind} @ {rate:g}",
+                method="bootstrap-percentile", better="lower", tested=False,
+                coords={"kind": kind, "rate": float(rate)}, examples=ex)
         for what, vals in (("drop", drops), ("cosine", coss)):
             key = f"{what}.{kind}"
             per_example[key] = np.asarray(vals, dtype=np.float64).mean(axis=0)  # mean over rates, (n,)
@@ -321,8 +311,8 @@ def extra_robustness(ctx: _Context, *, task: str, kinds: Sequence[str], rates: S
                              vectorized=True)
             label = (f"accuracy drop, {kind} (mean over rates)" if what == "drop"
                      else f"cosine(clean, perturbed), {kind} (mean over rates)")
-            metrics[key] = metric_entry(b.value, b.low, b.high, len(y), label=label,
-                                        interval="bootstrap over examples", coords={"kind": kind},
+            metrics[key] = metric_entry(b.value, b.low, b.high, len(y), label=label, method="bootstrap-percentile",
+                                        better="lower" if what == "drop" else "higher", coords={"kind": kind},
                                         resample={"type": "mean", "key": key}, examples=ex)
     notes = [f"{task}: probe fit on {len(train)} clean training examples; {len(test)} test examples perturbed "
              f"at rates {', '.join(f'{r:g}' for r in rates)}; drop = clean minus perturbed accuracy"]
@@ -332,37 +322,42 @@ def extra_robustness(ctx: _Context, *, task: str, kinds: Sequence[str], rates: S
 
 
 def extra_crosslingual(ctx: _Context, *, langs: Sequence[str] = CROSSLINGUAL_LANGS, C: float = 1.0) -> dict:
-    """:func:`~predrecon.eval.builtin.crosslingual_transfer` (wiki-topic en -> ``langs``) with
-    per-example correctness from the same deterministic probe."""
-    from .builtin import load_wiki_topic
+    """Zero-shot topic transfer (the protocol of
+    :func:`~predrecon.eval.builtin.crosslingual_transfer`: wiki-topic, probe trained on English
+    leads, tested per language; ``accuracy_present`` takes the argmax over the classes present
+    in a language's test split), computed once with per-example correctness. The majority-class
+    rate is each accuracy's ``floors.majority`` (and a ``majority.<lang>`` entry drawn in figures)."""
+    from .builtin import SPLIT_VERSION, WIKI_TOPICS, load_wiki_topic
 
-    res = crosslingual_transfer(ctx.embed, "en", langs, C=C, n_boot=ctx.n_boot, seed=ctx.seed,
-                                max_train=ctx.max_train, max_test=ctx.max_test)
     train = load_wiki_topic("en", max_train=ctx.max_train).train
-    clf = fit_probe(ctx.embed(train.text_a), train.labels, C=C, seed=ctx.seed)
+    clf = fit_probe(embed_texts(ctx.embed, train.text_a, "en train"), train.labels, C=C, seed=ctx.seed)
+    res = {"train_lang": "en", "n_train": len(train), "split_version": SPLIT_VERSION, "results": {}}
     metrics, per_example = {}, {}
-    for lang, r in res["results"].items():
+    for lang in dict.fromkeys(["en", *langs]):
         test = load_wiki_topic(lang, max_examples=ctx.max_test).test
-        proba = clf.predict_proba(ctx.embed(test.text_a))  # (n, C)
+        proba = clf.predict_proba(embed_texts(ctx.embed, test.text_a, f"{lang} test"))  # (n, C)
         present = np.isin(clf.classes_, np.unique(test.labels))
-        ex = examples_sha1(test)
+        counts = np.bincount(test.labels, minlength=len(WIKI_TOPICS))
+        zero_shot, majority, ex = lang != "en", float(counts.max() / counts.sum()), examples_sha1(test)
+        r = res["results"][lang] = {"n": len(test), "majority": majority, "zero_shot": zero_shot}
         for what, p in (("accuracy", proba), ("accuracy_present", np.where(present[None, :], proba, -np.inf))):
-            if what == "accuracy_present" and (not r["zero_shot"] or present.all()):
-                continue  # equal to plain accuracy when every class occurs in the test split
             correct = (clf.classes_[p.argmax(axis=1)] == test.labels).astype(float)
-            _check_same(f"{what} {lang}", correct.mean(), r[what]["value"])
+            r[what] = mean_ci(correct, ctx.n_boot, 0.95, ctx.seed)
+            if what == "accuracy_present" and (not zero_shot or present.all()):
+                continue  # equal to plain accuracy when every class occurs in the test split
             key = f"{what}.{lang}"
             per_example[f"correct.{key}"] = correct
-            label = f"{'zero-shot ' if r['zero_shot'] else 'in-language '}accuracy, {lang}" + (
+            label = f"{'zero-shot ' if zero_shot else 'in-language '}accuracy, {lang}" + (
                 " (argmax over classes present)" if what == "accuracy_present" else "")
-            metrics[key] = metric_entry(r[what]["value"], r[what]["low"], r[what]["high"], r["n"], label=label,
-                                        interval="bootstrap over examples", coords={"lang": lang, "what": what},
+            metrics[key] = metric_entry(r[what]["value"], r[what]["low"], r[what]["high"], len(test), label=label,
+                                        method="bootstrap-percentile", better="higher",
+                                        floors={"majority": majority}, coords={"lang": lang, "what": what},
                                         resample={"type": "mean", "key": f"correct.{key}"}, examples=ex)
-        metrics[f"majority.{lang}"] = metric_entry(r["majority"], n=r["n"], label=f"majority class, {lang}",
+        metrics[f"majority.{lang}"] = metric_entry(majority, n=len(test), label=f"majority class, {lang}",
                                                    tested=False, coords={"lang": lang, "what": "majority"})
-    notes = [f"wiki-topic: probe on {res['n_train']} English training leads, tested on the first "
+    notes = [f"wiki-topic: probe on {len(train)} English training leads, tested on the first "
              f"{ctx.max_test or 'all'} test leads per language; es lacks 3 of the 11 topics"]
-    return {"params": {"train_lang": "en", "langs": list(langs), "C": C, "n_train": res["n_train"]},
+    return {"params": {"train_lang": "en", "langs": list(langs), "C": C, "n_train": len(train)},
             "metrics": metrics, "per_example": per_example, "details": res, "notes": notes}
 
 
@@ -382,7 +377,7 @@ def extra_similarity(ctx: _Context, *, sets: Sequence[str] = SIMILARITY_SETS) ->
         per_example[f"cos.{name}"], per_example[f"score.{name}"] = cos, y
         metrics[f"spearman.{name}"] = metric_entry(
             b.value, b.low, b.high, len(y), label=f"Spearman(cosine, human), {name}",
-            interval="bootstrap over pairs", coords={"set": name},
+            method="bootstrap-percentile", better="higher", coords={"set": name},
             resample={"type": "spearman", "pred": f"cos.{name}", "target": f"score.{name}"},
             examples=examples_sha1(sp))
         details[name] = {"n_pairs": len(y), "spearman": b.value, "pearson": float(np.corrcoef(cos, y)[0, 1]),

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from . import stats
-from .extras import EXTRAS, load_record, spearman_rows
+from .extras import EXTRAS, load_record
 from .fewshot import plot_fewshot
+from .records import paired_entry_test, seed_test
 
 _fmt, _ci = stats.fmt_number, stats.fmt_interval  # one number format for every report table
 FIXED_NETWORKS = "two fixed networks: says nothing about objectives"
@@ -80,60 +81,47 @@ def summarise(entries: list[dict], ci: float = 0.95) -> dict:
     if len(vals) == 1:
         e = next(e for e in entries if math.isfinite(e["value"]))
         return {"mean": e["value"], "low": e["low"], "high": e["high"], "n_seeds": 1, "values": vals,
-                "interval": e.get("interval", "")}
+                "interval": e.get("method", "")}
     return {"mean": math.nan, "low": math.nan, "high": math.nan, "n_seeds": 0, "values": [], "interval": ""}
 
 
 def paired_spearman_test(pred_a: np.ndarray, pred_b: np.ndarray, target: np.ndarray, n_boot: int = 1000,
-                         seed: int = 0, ci: float = 0.95) -> dict:
+                         seed: int = 0) -> dict:
     """Paired bootstrap over pairs of ``rho(pred_a, target) - rho(pred_b, target)`` (two fixed
-    encoders): percentile interval and the empirical two-sided p of
-    :func:`~predrecon.eval.stats.bootstrap_p`: 1 for identical predictions, never 0, never
-    below ``1 / (B + 1)``."""
-    rng = np.random.default_rng(seed)
-    n = len(target)
-    idx = rng.integers(0, n, size=(n_boot, n))  # (B, n)
-    d = float(spearman_rows(pred_a, target) - spearman_rows(pred_b, target))
-    reps = spearman_rows(pred_a[idx], target[idx]) - spearman_rows(pred_b[idx], target[idx])  # (B,)
-    reps = reps[np.isfinite(reps)]
-    if not math.isfinite(d) or reps.size < 2:
-        return {"diff": d, "diff_low": math.nan, "diff_high": math.nan, "p": math.nan, "test": "none (constant)"}
-    p, n_ok = stats.bootstrap_p(d, reps)
-    lo, hi = np.quantile(reps, [(1 - ci) / 2, (1 + ci) / 2])
-    return {"diff": d, "diff_low": float(lo), "diff_high": float(hi), "p": p,
-            "test": f"paired_bootstrap(B={n_ok})"}
+    encoders): the shared test of a ``spearman`` recipe
+    (:func:`~predrecon.eval.records.paired_entry_test`), percentile interval and the empirical
+    two-sided p of :func:`~predrecon.eval.stats.bootstrap_p`: 1 for identical predictions, never
+    0, never below ``1 / (B + 1)``."""
+    spec = {"type": "spearman", "pred": "pred", "target": "target"}
+    t = paired_entry_test(spec, {"pred": pred_a, "target": target}, {"pred": pred_b, "target": target},
+                          len(target), n_boot=n_boot, n_perm=0, seed=seed)
+    t.pop("replicates", None)
+    return t
 
 
 def _paired(ea: dict, eb: dict, pa: dict, pb: dict, *, n_boot: int, n_perm: int, seed: int) -> dict:
+    """The paired test of the report (:func:`~predrecon.eval.records.paired_entry_test`) on one
+    metric of two single-seed arms."""
     out = {"diff": ea["value"] - eb["value"], "diff_low": math.nan, "diff_high": math.nan, "p": math.nan}
     spec = ea.get("resample")
     if not spec or spec != eb.get("resample"):
         return {**out, "test": "none (no per-example data)"}
     if ea.get("examples") != eb.get("examples"):
         return {**out, "test": "none (different examples)"}
-    if spec["type"] == "spearman":
-        return paired_spearman_test(pa[spec["pred"]], pb[spec["pred"]], pa[spec["target"]], n_boot, seed)
-    a, b = pa[spec["key"]], pb[spec["key"]]
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 2:
-        return {**out, "test": "none (too few examples)"}
-    t = stats.paired_permutation_test(a[ok], b[ok], n_perm=n_perm, seed=seed)
-    d = a[ok] - b[ok]
-    if np.ptp(d) > 0:
-        est = stats.bootstrap_ci(d, lambda v: v.mean(axis=-1), n_boot=n_boot, seed=seed, vectorized=True)
-        lo, hi = est.low, est.high
-    else:
-        lo = hi = float(d.mean())
-    return {"diff": t.diff, "diff_low": lo, "diff_high": hi, "p": t.p_value, "test": t.method}
+    t = paired_entry_test(spec, pa, pb, ea["n"], n_boot=n_boot, n_perm=n_perm, seed=seed)
+    if t["test"].startswith("none"):
+        return {**out, "test": t["test"]}
+    return {k: t[k] for k in ("diff", "diff_low", "diff_high", "p", "test")}
 
 
 def _seeds(sa: dict, sb: dict) -> dict:
+    """The report's seed test (:func:`~predrecon.eval.records.seed_test`) across seeds."""
     va, vb = sa["values"], sb["values"]
     out = {"diff": sa["mean"] - sb["mean"], "diff_low": math.nan, "diff_high": math.nan, "p": math.nan}
     if len(va) < 2 or len(vb) < 2:
         return {**out, "test": "none (needs >= 2 seeds per arm)"}
-    t = stats.welch_test(va, vb)
-    return {"diff": t.diff, "diff_low": t.low, "diff_high": t.high, "p": t.p_value, "test": t.method}
+    t = seed_test(va, vb)
+    return {k: t[k] for k in ("diff", "diff_low", "diff_high", "p", "test")}
 
 
 # --------------------------------------------------------------------------- entry point

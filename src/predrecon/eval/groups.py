@@ -1,4 +1,4 @@
-"""Metric groups of one (task, pooling): each fills the shared :class:`_Ctx` with per-example
+"""Metric groups of one (task, pooling): each fills the shared :class:`Ctx` with per-example
 vectors, metric entries (via the recipes of :mod:`predrecon.eval.records`) and floors.
 Definitions are documented in :mod:`predrecon.eval.runner`."""
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from . import geometry, lexical, probes
 from .names import PROBE_SCORES, glue_metric, metric_info
-from .records import _interval, _jsonable, _nan_full
+from .records import interval_entry, jsonable, nan_full
 from .scores import SCORES
 from .tasks import Split, TaskData
 
@@ -23,7 +23,7 @@ POSITIVE_SCORE = 4.0
 
 
 @dataclass
-class _Prepared:
+class Prepared:
     data: TaskData
     train: Split | None
     report: Split
@@ -39,10 +39,10 @@ class _Prepared:
 
 
 @dataclass
-class _Ctx:
+class Ctx:
     """What the metric groups of one (task, pooling) share and fill in."""
 
-    prep: _Prepared
+    prep: Prepared
     pooler: object
     x: np.ndarray  # (n, D) pooled reported split
     x_tr: np.ndarray | None  # (n_train, D) pooled train subset
@@ -60,7 +60,7 @@ class _Ctx:
         return len(self.x)
 
     def add(self, name: str, spec: dict) -> None:
-        self.m[name] = _interval(spec, self.pe, self.n, self.n_boot, self.seed)
+        self.m[name] = interval_entry(spec, self.pe, self.n, self.n_boot, self.seed)
 
     def sides(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Pooled (u, v) of a pair split, float64, computed once."""
@@ -82,12 +82,12 @@ def _scores_of(kind: str, n_classes: int) -> tuple[str, ...]:
     return PROBE_SCORES["binary" if n_classes <= 2 else "multiclass"]
 
 
-def _length_x(prep: _Prepared, split: str) -> np.ndarray:
+def _length_x(prep: Prepared, split: str) -> np.ndarray:
     la, lb = prep.ref_len[split]
     return probes.length_features(la, lb)
 
 
-def _probe(c: _Ctx) -> dict | None:
+def probe_group(c: Ctx) -> dict | None:
     """``probe.glue`` and ``probe.<score>`` with majority and length-only floors. Returns the
     recipe of ``probe.glue`` and its majority floor (for the balance)."""
     prep, train = c.prep, c.prep.train
@@ -101,7 +101,7 @@ def _probe(c: _Ctx) -> dict | None:
     r = probes.glue_probe(c.features("train"), train.labels, c.features("report"), y, metric=metric,
                           regression=reg, seed=c.seed)
     c.pe["probe_pred"] = np.asarray(r.predictions, dtype=np.float64)
-    c.details["probe_glue"] = {"metric": metric, **_jsonable(r.chosen)}
+    c.details["probe_glue"] = {"metric": metric, **jsonable(r.chosen)}
     specs = {}
     for sc in names:
         if sc == "accuracy":
@@ -128,7 +128,7 @@ def _probe(c: _Ctx) -> dict | None:
     return {"spec": specs[metric], "chance": fl[metric]["majority"], "length_only": fl[metric]["length_only"]}
 
 
-def _content(c: _Ctx) -> dict | None:
+def content_group(c: Ctx) -> dict | None:
     """``lexical.content_auc`` with its bag-of-words ceiling and length-only floor."""
     prep = c.prep
     if prep.train is None:
@@ -162,7 +162,7 @@ def _content(c: _Ctx) -> dict | None:
     return {"spec": {"type": "mean", "key": "lexical_content"}, "length_only": info["length"].auc}
 
 
-def _balance(c: _Ctx, sem: dict | None, lex: dict | None) -> None:
+def balance_group(c: Ctx, sem: dict | None, lex: dict | None) -> None:
     if sem is None or lex is None:
         return
     if not sem["chance"] < 1.0:
@@ -175,7 +175,7 @@ def _balance(c: _Ctx, sem: dict | None, lex: dict | None) -> None:
         sem["length_only"], sem["chance"], lex["length_only"])}
 
 
-def _alignment(c: _Ctx) -> None:
+def alignment_group(c: Ctx) -> None:
     """``geometry.alignment`` on the task's real positive pairs (pair tasks only)."""
     prep, data, y = c.prep, c.prep.data, c.prep.report.labels
     if not prep.report.is_pair:
@@ -199,7 +199,7 @@ def _alignment(c: _Ctx) -> None:
                               else f"label == {POSITIVE_LABEL[data.name]}"}
 
 
-def _lexical_paper(c: _Ctx) -> dict | None:
+def lexical_paper_group(c: Ctx) -> dict | None:
     """The paper's most-frequent-wordpiece probe (3-fold CV on the reported split): a faithful
     replica. Returns its recipe."""
     prep, x, n, seed = c.prep, c.x, c.n, c.seed
@@ -212,14 +212,14 @@ def _lexical_paper(c: _Ctx) -> dict | None:
     except ValueError as e:
         c.notes.append(f"lexical probe (paper) skipped: {e}")
         return None
-    c.pe["lexical_paper_correct"] = _nan_full(n, np.flatnonzero(keep_dev), r.correct)
+    c.pe["lexical_paper_correct"] = nan_full(n, np.flatnonzero(keep_dev), r.correct)
     spec = {"type": "mean", "key": "lexical_paper_correct"}
     c.add("lexical.probe_paper", spec)
-    c.details["lexical_probe_paper"] = {"fold_mean": r.score, **_jsonable(r.chosen)}
+    c.details["lexical_probe_paper"] = {"fold_mean": r.score, **jsonable(r.chosen)}
     return spec
 
 
-def _semantic_paper(c: _Ctx, lex_paper: dict | None) -> None:
+def semantic_paper_group(c: Ctx, lex_paper: dict | None) -> None:
     """``semantic.cv_paper`` (the paper's CV on the reported split) and the paper's balance
     (its semantic minus its lexical score): faithful replicas, ``faithful=True`` only."""
     x, y, seed = c.x, c.prep.report.labels, c.seed
@@ -236,12 +236,12 @@ def _semantic_paper(c: _Ctx, lex_paper: dict | None) -> None:
         c.notes.append(f"semantic CV (paper) skipped: {e}")
         return
     c.add("semantic.cv_paper", spec)
-    c.details["semantic_cv_paper"] = {"fold_mean": r.score, **_jsonable(r.chosen)}
+    c.details["semantic_cv_paper"] = {"fold_mean": r.score, **jsonable(r.chosen)}
     if lex_paper is not None:
         c.add("balance.difference", {"type": "difference", "a": spec, "b": lex_paper})
 
 
-def _sts_zero_shot(c: _Ctx) -> None:
+def sts_zero_shot_group(c: Ctx) -> None:
     if c.prep.data.kind != "regression" or not c.prep.report.is_pair:
         return
     u, v = c.sides("report")
@@ -250,7 +250,7 @@ def _sts_zero_shot(c: _Ctx) -> None:
     c.add("semantic.sts_zero_shot", {"type": "spearman", "pred": "sts_cosine", "target": "labels"})
 
 
-def _linear_probe(c: _Ctx) -> None:
+def linear_probe_group(c: Ctx) -> None:
     """The paper's LayerNorm -> Dropout -> Linear probe; lr/epoch chosen on 10 % of train."""
     train, report, reg = c.prep.train, c.prep.report, c.prep.data.kind == "regression"
     f_tr, f_te = c.features("train"), c.features("report")
@@ -264,14 +264,14 @@ def _linear_probe(c: _Ctx) -> None:
     else:
         c.pe["linear_probe_correct"] = r.correct.astype(np.float64)
         c.add("linear_probe.paper", {"type": "mean", "key": "linear_probe_correct"})
-    c.details["linear_probe_paper"] = _jsonable(r.chosen)
+    c.details["linear_probe_paper"] = jsonable(r.chosen)
     score = "spearman" if reg else "accuracy"  # the paper probe's own score: floors with the same score
     for key, fl in c.prep.cache.items():
         if isinstance(key, tuple) and key[0] == "probe_floors" and score in fl:
             c.floors["linear_probe.paper"] = dict(fl[score])
 
 
-def _decorate(c: _Ctx, floor_metrics: dict | None, floor_note: str | None) -> None:
+def decorate(c: Ctx, floor_metrics: dict | None, floor_note: str | None) -> None:
     """Add label / better / faithful_replica from the registry and the floors to every entry."""
     for name, e in c.m.items():
         info = metric_info(name)

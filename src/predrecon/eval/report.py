@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from . import stats
-from .records import _jsonable, bootstrap_indices, load_result, make_statistic
+from .records import (bootstrap_difference, bootstrap_indices, jsonable, load_result, make_statistic,
+                      paired_entry_test, seed_test)
 
 #: The paper's claims (hybrid vs MLM), tested per task: (claim, metric, pooling, expected sign).
 HEADLINE = (
@@ -108,18 +109,6 @@ def _normalise(eval_dirs_or_groups, labels) -> dict[str, list[Path]]:
 
 # --------------------------------------------------------------------------- paired tests (fixed networks)
 
-def bootstrap_difference(stat_a, stat_b, n: int, n_boot: int, seed: int, ci: float = 0.95) -> dict:
-    """Paired bootstrap over examples of ``stat_a(idx) - stat_b(idx)`` for two fixed networks
-    (:func:`~predrecon.eval.stats.paired_bootstrap_test`): percentile interval and the empirical
-    two-sided p, ``(1 + #{|d_b - d| >= |d|}) / (B + 1)``, so p is 1 for identical inputs, never
-    0 and never below ``1 / (B + 1)``. Returns ``{diff, diff_low, diff_high, p, p_floor,
-    n_resamples, test, replicates}`` (replicates: the B differences, for equivalence tests)."""
-    t = stats.paired_bootstrap_test(stat_a, stat_b, n, n_boot=n_boot, seed=seed, ci=ci)
-    return {"diff": t.diff, "diff_low": t.low, "diff_high": t.high, "p": t.p_value,
-            "p_floor": 1 / (t.n_resamples + 1) if t.n_resamples else math.nan, "n_resamples": t.n_resamples,
-            "test": f"paired_bootstrap(B={t.n_resamples})", "replicates": t.replicates}
-
-
 def _geometry_stat(run: _Run, res: dict, name: str, n_boot: int, seed: int, cache: dict):
     """stat(idx) for a geometry metric: stored (bias-corrected) replicate when idx is one of
     the runner's resamples, else recomputed from the saved embeddings."""
@@ -167,21 +156,6 @@ def _paired(run_a: _Run, ra: dict, run_b: _Run, rb: dict, metric: str, *, n_boot
             out["test"] = "none (different examples)"
         return out
     n = ra["n_report"]
-    if spec["type"] == "mean":
-        a = np.asarray(ra["per_example"][spec["key"]])
-        b = np.asarray(rb["per_example"][spec["key"]])
-        ok = ~(np.isnan(a) | np.isnan(b))
-        if ok.sum() < 2:
-            return out
-        d = a[ok] - b[ok]
-        t = stats.paired_permutation_test(a[ok], b[ok], n_perm=n_perm, seed=seed)
-        idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))  # (B, n)
-        reps = d[idx].mean(axis=1)
-        lo, hi = np.quantile(reps, [0.025, 0.975])
-        out.update(diff=t.diff, diff_low=float(lo), diff_high=float(hi), p=t.p_value, test=t.method,
-                   p_floor=1 / (t.n_resamples + 1) if t.method.endswith("carlo") else 2 / t.n_resamples,
-                   n_resamples=t.n_resamples, replicates=reps)
-        return out
     if spec["type"] == "geometry":
         ga, gb = ra.get("geometry_replicates") or {}, rb.get("geometry_replicates") or {}
         same = ga.get("seed") == gb.get("seed") and ga.get("n_boot") == gb.get("n_boot") and ga.get("n_boot")
@@ -190,26 +164,22 @@ def _paired(run_a: _Run, ra: dict, run_b: _Run, rb: dict, metric: str, *, n_boot
         sb = _geometry_stat(run_b, rb, spec["name"], gboot, gseed, {})
         out.update(bootstrap_difference(sa, sb, n, gboot, gseed))
     else:
-        out.update(bootstrap_difference(make_statistic(spec, ra["per_example"]),
-                                        make_statistic(spec, rb["per_example"]), n, n_boot, seed))
+        t = paired_entry_test(spec, ra["per_example"], rb["per_example"], n, n_boot=n_boot, n_perm=n_perm, seed=seed)
+        if t["test"].startswith("none"):
+            return out
+        out.update(t)
     return out
 
 
 # --------------------------------------------------------------------------- seed test (objectives)
 
 def _seeds(va: list[float], vb: list[float]) -> dict:
-    va = [v for v in va if math.isfinite(v)]
-    vb = [v for v in vb if math.isfinite(v)]
-    out = {"value_a": math.nan, "low_a": math.nan, "high_a": math.nan, "value_b": math.nan, "low_b": math.nan,
-           "high_b": math.nan, "diff": math.nan, "diff_low": math.nan, "diff_high": math.nan, "p": math.nan,
-           "test": "none", "n_a": len(va), "n_b": len(vb), "values_a": va, "values_b": vb}
-    if not va or not vb:
-        return out
-    sa, sb = stats.t_interval(va), stats.t_interval(vb)
-    t = stats.welch_test(va, vb)
-    out.update(value_a=sa.mean, low_a=sa.low, high_a=sa.high, value_b=sb.mean, low_b=sb.low, high_b=sb.high,
-               diff=t.diff, diff_low=t.low, diff_high=t.high, p=t.p_value, test=t.method)
-    if len(va) >= 2 and len(vb) >= 2:  # the difference detectable with 80 % power, in the metric's units
+    """:func:`~predrecon.eval.records.seed_test` plus ``mde``, the difference detectable with
+    80 % power in the metric's units (>= 2 seeds per arm)."""
+    out = seed_test(va, vb)
+    va, vb = out["values_a"], out["values_b"]
+    if len(va) >= 2 and len(vb) >= 2:
+        sa, sb = stats.t_interval(va), stats.t_interval(vb)
         pooled = math.sqrt(((len(va) - 1) * sa.std ** 2 + (len(vb) - 1) * sb.std ** 2) / (len(va) + len(vb) - 2))
         out["mde"] = _effect_80(len(va), len(vb)) * pooled
     return out
@@ -501,7 +471,7 @@ def compare(eval_dirs_or_groups: Sequence[str | Path] | Mapping[str, str | Path 
 
         extras = compare_extras(arms, n_boot=n_boot, n_perm=n_perm, seed=seed, alpha=alpha)
         comparison["extras"] = {k: v for k, v in extras.items() if k != "figures"}
-    (out / "comparison.json").write_text(json.dumps(_jsonable(comparison), indent=1))
+    (out / "comparison.json").write_text(json.dumps(jsonable(comparison), indent=1))
     blocks = _blocks(comparison, figures, extras)
     (out / "report.md").write_text(_markdown(blocks))
     (out / "report.html").write_text(_html(blocks))

@@ -66,11 +66,11 @@ import numpy as np
 from . import geometry
 from .encoders import (TextEncoder, load_text_encoder, random_init_like, reference_tokenizer, tokenizer_sha,
                        weights_sha)
-from .groups import (_alignment, _balance, _content, _Ctx, _decorate, _linear_probe, _lexical_paper, _Prepared,
-                     _probe, _semantic_paper, _sts_zero_shot)
+from .groups import (Ctx, Prepared, alignment_group, balance_group, content_group, decorate, lexical_paper_group,
+                     linear_probe_group, probe_group, semantic_paper_group, sts_zero_shot_group)
 from .names import DEFAULT_POOLINGS
 from .pooling import POOLINGS, build_pooler
-from .records import (_entry, _jsonable, _safe_suite, bootstrap_indices, load_result, make_statistic,
+from .records import (entry, jsonable, safe_suite, bootstrap_indices, load_result, make_statistic,
                       vectorized)
 from .tasks import SUBSET_SEED, Split, TaskData, get_task, stratified_subset
 
@@ -78,7 +78,7 @@ RESULT_VERSION = 2
 FLOOR_DIRNAME = "random_init"
 
 __all__ = ["DEFAULT_POOLINGS", "evaluate", "load_result", "make_statistic", "bootstrap_indices", "vectorized",
-           "_jsonable", "_Ctx", "_linear_probe"]
+           "jsonable"]
 
 
 # --------------------------------------------------------------------------- task preparation
@@ -106,7 +106,7 @@ def _select(task: str, glue_dir, max_examples, max_train) -> tuple[TaskData, Spl
 
 
 def _prepare(enc: TextEncoder, task: str, *, glue_dir, faithful, max_examples, max_train, seed,
-             batch_size, max_len, ref_tok, selected=None) -> _Prepared:
+             batch_size, max_len, ref_tok, selected=None) -> Prepared:
     data, report, train = selected or _select(task, glue_dir, max_examples, max_train)
     splits = {"report": report} | ({"train": train} if train is not None else {})
     joint, sides, ref_ids, ref_len = {}, {}, {}, {}
@@ -124,18 +124,18 @@ def _prepare(enc: TextEncoder, task: str, *, glue_dir, faithful, max_examples, m
         ref_ids[name] = ids_a if ids_b is None else [a + b for a, b in zip(ids_a, ids_b)]
         ref_len[name] = (np.array([len(i) for i in ids_a]), None if ids_b is None else np.array([len(i) for i in ids_b]))
     special = {ref_tok.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")} - {None}
-    return _Prepared(data, train, report, joint, sides, ref_ids, ref_len, special,
+    return Prepared(data, train, report, joint, sides, ref_ids, ref_len, special,
                      time.perf_counter() - t0, n_enc, ref_tok.id_to_token)
 
 
 # --------------------------------------------------------------------------- metrics per pooling
 
 def _geometry(x: np.ndarray, geo_labels: np.ndarray | None, n_boot: int, seed: int):
-    point = _safe_suite(x, geo_labels, seed)
+    point = safe_suite(x, geo_labels, seed)
     names = [k for k in point if k not in ("n", "dim")]
     reps = {m: [] for m in names}
     for idx in bootstrap_indices(len(x), n_boot, seed):
-        suite = _safe_suite(x[idx], None if geo_labels is None else geo_labels[idx], seed)
+        suite = safe_suite(x[idx], None if geo_labels is None else geo_labels[idx], seed)
         for m in names:
             reps[m].append(float(suite.get(m, math.nan)))
     metrics = {}
@@ -147,13 +147,13 @@ def _geometry(x: np.ndarray, geo_labels: np.ndarray | None, n_boot: int, seed: i
             lo, hi = np.quantile(ok, [0.025, 0.975]) - bias
         else:
             bias, lo, hi = math.nan, math.nan, math.nan
-        metrics[f"geometry.{m}"] = _entry(point[m], lo, hi, len(x), "bootstrap-bias-corrected-percentile"
+        metrics[f"geometry.{m}"] = entry(point[m], lo, hi, len(x), "bootstrap-bias-corrected-percentile"
                                           if n_boot else "none", {"type": "geometry", "name": m})
         metrics[f"geometry.{m}"]["bootstrap_bias"] = bias
     return metrics, {"seed": seed, "n_boot": n_boot, "values": reps}, geometry.spectrum(x)
 
 
-def _evaluate_pooling(prep: _Prepared, pooling: str, enc: TextEncoder, *, faithful: bool, seed: int,
+def _evaluate_pooling(prep: Prepared, pooling: str, enc: TextEncoder, *, faithful: bool, seed: int,
                       n_boot: int, n_boot_geometry: int, max_len: int, pooler_epochs: int,
                       floor_metrics: dict | None = None, floor_note: str | None = None) -> tuple[dict, np.ndarray]:
     data, train, y = prep.data, prep.train, prep.report.labels
@@ -162,7 +162,7 @@ def _evaluate_pooling(prep: _Prepared, pooling: str, enc: TextEncoder, *, faithf
     if pooler.trainable and not faithful and train is not None:
         fit_log = pooler.fit(prep.joint["train"], train.labels, data.kind, data.num_classes, seed=seed,
                              epochs=pooler_epochs)
-    c = _Ctx(prep, pooler, pooler.pool(prep.joint["report"]),
+    c = Ctx(prep, pooler, pooler.pool(prep.joint["report"]),
              pooler.pool(prep.joint["train"]) if train is not None else None, n_boot, seed)
     c.details["pooler"] = {"status": pooler.status, **fit_log}
     c.pe["labels"] = y.astype(np.float64)
@@ -173,17 +173,17 @@ def _evaluate_pooling(prep: _Prepared, pooling: str, enc: TextEncoder, *, faithf
         c.pe["geometry_labels"] = y.astype(np.int64)
     geo, reps, sv = _geometry(c.x, c.pe["geometry_labels"], n_boot_geometry, seed)
     c.m.update(geo)
-    _alignment(c)
-    sem = _probe(c)
-    lex = _content(c)
-    _balance(c, sem, lex)
-    _sts_zero_shot(c)
-    lex_paper = _lexical_paper(c)
+    alignment_group(c)
+    sem = probe_group(c)
+    lex = content_group(c)
+    balance_group(c, sem, lex)
+    sts_zero_shot_group(c)
+    lex_paper = lexical_paper_group(c)
     if faithful:
-        _semantic_paper(c, lex_paper)
+        semantic_paper_group(c, lex_paper)
     if pooling == "mean" and train is not None:
-        _linear_probe(c)
-    _decorate(c, floor_metrics, floor_note)
+        linear_probe_group(c)
+    decorate(c, floor_metrics, floor_note)
     result = {"version": RESULT_VERSION, "task": data.name, "kind": data.kind, "pooling": pooling,
               "pooling_status": pooler.status, "n_report": c.n, "n_train": 0 if train is None else len(train),
               "metrics": c.m, "details": c.details, "notes": list(data.notes) + c.notes,
@@ -296,7 +296,7 @@ class _Floors:
                 res.pop("per_example")
                 res["meta"] = {"floor_of": self.enc.name, **self.info}
                 tmp = tdir / f".{p}.json.tmp"
-                tmp.write_text(json.dumps(_jsonable(res), indent=1))
+                tmp.write_text(json.dumps(jsonable(res), indent=1))
                 tmp.replace(tdir / f"{p}.json")
                 out[p] = res["metrics"]
         return out, None
@@ -310,7 +310,7 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
              n_boot_geometry: int = 100, batch_size: int = 64, max_len: int = 128, device: str | None = None,
              pooler_epochs: int = 8, random_floor: bool = True, floor_seed: int = 0,
              floor_cache: str | Path | None = None, content_max_df: float = 0.05,
-             progress: bool = True) -> list[dict]:
+             progress: bool = True, spec_name: str | None = None) -> list[dict]:
     """Evaluate one frozen encoder on ``tasks`` under ``poolings``; write results to ``out_dir``.
 
     ``encoder_spec``: a :class:`TextEncoder` or a spec for :func:`load_text_encoder`
@@ -325,7 +325,8 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
     ``floor_cache`` (default ``out_dir/random_init``; pass one shared folder to reuse it across
     runs). ``content_max_df``: the largest train document frequency of a content-word target
     (:func:`~predrecon.eval.lexical.content_vocabulary`). ``out_dir`` holding another encoder's results is refused with ``ValueError``.
-    Returns the per-(task, pooling) result dicts (as written, without per-example vectors).
+    ``spec_name``: the spec recorded for an already loaded encoder (default: the spec
+    string, else ``enc.name``). Returns the per-(task, pooling) result dicts (as written, without per-example vectors).
     Memory: token states are cached as float32, about ``tokens * D * 4`` bytes per encoded
     text list (pairs: the joint sequence and each side); faithful mode pads every text to
     ``max_len``, so e.g. 4000 + 2000 pairs at 128 x 512 take about 4.7 GB.
@@ -339,7 +340,7 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
         raise ValueError("evaluate: no tasks given")
     enc = encoder_spec if isinstance(encoder_spec, TextEncoder) else load_text_encoder(encoder_spec, device=device,
                                                                                       seed=seed)
-    spec_str = encoder_spec if isinstance(encoder_spec, str) else enc.name
+    spec_str = spec_name or (encoder_spec if isinstance(encoder_spec, str) else enc.name)
     out = Path(out_dir)
     ident = _identity(spec_str, enc)
     _check_out_dir(out, ident)
@@ -351,7 +352,7 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
     base = {"version": RESULT_VERSION, **ident, "faithful": faithful, "seed": seed, "subset_seed": SUBSET_SEED}
     # the directory's owner, written before any result (summary.json only at the end: its presence
     # marks a finished evaluation)
-    (out / "encoder.json").write_text(json.dumps(_jsonable(base), indent=1))
+    (out / "encoder.json").write_text(json.dumps(jsonable(base), indent=1))
     floors = _Floors(enc, floor_seed, Path(floor_cache) if floor_cache else out / FLOOR_DIRNAME) if random_floor else None
     run_kw = dict(glue_dir=glue_dir, faithful=faithful, max_examples=max_examples, max_train=max_train,
                   batch_size=batch_size, max_len=max_len, ref_tok=ref_tok)
@@ -390,7 +391,7 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
             tdir = out / prep.data.name
             tdir.mkdir(parents=True, exist_ok=True)
             np.save(tdir / f"{pooling}.npy", emb.astype(np.float32))
-            (tdir / f"{pooling}.json").write_text(json.dumps(_jsonable(res), indent=1))
+            (tdir / f"{pooling}.json").write_text(json.dumps(jsonable(res), indent=1))
             res.pop("per_example")
             results.append(res)
             summary_rows.append({"task": res["task"], "pooling": pooling, "status": res["pooling_status"],
@@ -401,5 +402,5 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
     summary = {**base, "tasks": list(tasks), "poolings": list(poolings),
                "floors": None if floors is None else {"random_init": floors.info, "error": floors.error},
                "rows": summary_rows}
-    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=1))
+    (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=1))
     return results
