@@ -17,6 +17,7 @@ from predrecon.eval import geometry, stats
 from predrecon.eval.encoders import PredreconTextEncoder
 from predrecon.eval.pooling import MeanPooler
 from predrecon.eval.report import compare
+from predrecon.eval import suites
 from predrecon.eval.runner import bootstrap_indices, evaluate, load_result, make_statistic
 from predrecon.model.encoder import Encoder
 
@@ -81,9 +82,11 @@ def evals(tmp_path_factory):
     out = {}
     for name, seed in (("a", 0), ("b", 1)):
         out[name] = tmp / name
-        # one random-init floor for both (same shape): computed once, read from the shared cache
-        evaluate(tiny_encoder(seed), ["sst2", "stsb", "mrpc"], ["mean", "attention"], out[name], glue_dir=glue,
-                 floor_cache=tmp / "floors", **KW)
+        # one random-init floor for both (same shape): computed once, read from the shared cache.
+        # "b" goes through the suite registry (suites.evaluate, paper suite): compare reads both alike
+        run = evaluate if name == "a" else (lambda enc, t, p, o, **k: suites.evaluate(enc, "paper", t, p, o, **k))
+        run(tiny_encoder(seed), ["sst2", "stsb", "mrpc"], ["mean", "attention"], out[name], glue_dir=glue,
+            floor_cache=tmp / "floors", **KW)
     out["f"] = tmp / "f"
     evaluate(tiny_encoder(0), ["sst2", "stsb"], ["mean", "weighted"], out["f"], glue_dir=glue, faithful=True,
              random_floor=False, **KW)
@@ -194,6 +197,10 @@ def test_bootstrap_indices_are_the_paired_test_draws():
 
 
 def test_compare_paired_report(evals, tmp_path):
+    # the registry's paper suite writes the runner's records: same files, same metric entries
+    ra, rb = (json.loads((evals[k] / "sst2" / "mean.json").read_text()) for k in ("a", "b"))
+    assert set(ra["metrics"]) == set(rb["metrics"]) and rb["meta"]["encoder"] == "tiny1"
+    assert all(set(ra["metrics"][m]) == set(rb["metrics"][m]) for m in ra["metrics"])
     comp = compare([evals["a"], evals["b"]], tmp_path / "cmp", labels=["hybrid", "mlm"], n_boot=100)
     assert comp["mode"] == "paired" and comp["reference"] == "hybrid"
     rows = comp["rows"]

@@ -103,3 +103,14 @@ def test_extras_compare_uses_the_shared_tests():
     welch = sps.ttest_ind(va, vb, equal_var=False)
     assert s["p"] == pytest.approx(welch.pvalue, rel=1e-9) and s["p"] == seed_test(va, vb)["p"]
     assert s["diff"] == pytest.approx(np.mean(va) - np.mean(vb), abs=1e-12)
+
+
+def test_cli_eval_suites_flag(tmp_path):
+    from predrecon.cli import build_parser, cmd_eval
+
+    args = build_parser().parse_args(["eval", "enc", "--out", str(tmp_path / "o")])
+    assert args.suites == "paper"  # the paper suite by default: today's runner path
+    args = build_parser().parse_args(["eval", "enc", "--out", str(tmp_path / "o"), "--suites", "paper,nope"])
+    with pytest.raises(KeyError, match="nope"):
+        cmd_eval(args)  # refused before any encoder is loaded or folder made
+    assert not (tmp_path / "o").exists()

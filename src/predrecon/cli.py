@@ -180,12 +180,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.runner import evaluate
+    from .eval.suites import evaluate, parse_suites
 
+    suites = parse_suites(args.suites)
     _out_dir(args.out)
-    evaluate(args.encoder, _csv(args.tasks), _csv(args.poolings), args.out, glue_dir=args.glue_dir,
-             faithful=args.faithful, max_examples=args.max_examples, seed=args.seed, n_boot=args.n_boot,
-             random_floor=not args.no_random_floor, floor_cache=args.floor_cache)
+    paper = {"faithful": args.faithful, "max_examples": args.max_examples, "random_floor": not args.no_random_floor,
+             "floor_cache": args.floor_cache}
+    evaluate(args.encoder, suites, _csv(args.tasks), _csv(args.poolings), args.out, glue_dir=args.glue_dir,
+             seed=args.seed, n_boot=args.n_boot, suite_kw={"paper": paper} if "paper" in suites else None)
     print(f"[predrecon] results in {args.out}")
     return 0
 
@@ -302,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-random-floor", action="store_true",
                    help="skip the same-shape random-init encoder floor (evaluated by default)")
     v.add_argument("--floor-cache", help="folder caching the random-init floor (default: OUT/random_init)")
+    v.add_argument("--suites", default="paper",
+                   help="comma-separated suites: paper (GLUE tasks x poolings, the default), fewshot, robustness, "
+                        "crosslingual, similarity")
     v.set_defaults(func=cmd_eval)
 
     c = sub.add_parser("compare", help="side-by-side report of evaluated encoders (Markdown + HTML)")
