@@ -78,7 +78,8 @@ def _require(path: Path) -> Path:
     return path
 
 
-def read_tsv(path: str | os.PathLike, ncols: int | None, *, header: bool) -> tuple[list[str], list[tuple[int, list[str]]]]:
+def read_tsv(path: str | os.PathLike, ncols: int | None, *,
+             header: bool) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Read a GLUE TSV with ``QUOTE_NONE``; strip a UTF-8 BOM.
 
     Returns ``(header_fields, [(line_number, fields), ...])`` (1-based line numbers; header is
