@@ -5,8 +5,9 @@ on CUDA), interleaved round-robin so that drift in machine load hits them alike;
 ``precisions`` every contestant runs once per precision, in the same rounds. Contestants:
 
 * ``hf_bert_mlm`` — ``BertForMaskedLM`` (SDPA), 15 % of tokens masked, on batches built ahead;
-* ``ours_mlm`` / ``ours_hybrid_shared`` / ``ours_hybrid_separate`` — our model's step (forward,
-  backward, optimizer, EMA) on batches built ahead (masks from our collator);
+* ``ours_mlm`` / ``ours_hybrid_shared`` / ``ours_hybrid_separate`` — the training loop's step
+  function (:func:`predrecon.train.step.train_step`: forward, backward, clip, optimizer, EMA) on
+  batches built ahead (masks from our collator);
 * ``loop_mlm`` / ``loop_hybrid_shared`` (``loop=True``) — the training loop's own step,
   :func:`predrecon.train.step.train_step` (rows from the batcher over a built dataset, masks from
   the collator, forward/backward, clip, optimizer, EMA) plus the loop's log record every
@@ -96,16 +97,27 @@ def _batches(cfg: RunConfig, n: int, device: torch.device, fixed_widths: bool = 
 
 def _ours(cfg: RunConfig, device: torch.device, amp: torch.dtype | None, n_batches: int,
           compiled: bool = False) -> Callable[[], None]:
+    """Our step on batches built ahead: the training loop's own
+    :func:`~predrecon.train.step.train_step` (schedules, forward/backward, clip, optimizer, EMA,
+    the balancer on its own schedule) with the batch source cycling over ``n_batches``."""
     from .train.loop import build_optimizer
     from .train.meta import HybridModel
-    from .train.step import compile_model
+    from .train.step import StepContext, compile_model, train_step
 
     model = HybridModel(cfg, VOCAB, SPECIAL).to(device).train()
     if compiled:  # as train.compile=true: inductor, static shapes from fixed index widths
         compile_model(model)
     opt = build_optimizer(model, cfg, fused=device.type == "cuda")
-    return _stepper(lambda b: model(b)[0], _batches(cfg, n_batches, device, fixed_widths=compiled), opt, device,
-                    amp, after=lambda: model.update_target(0.996))
+    batches = _batches(cfg, n_batches, device, fixed_widths=compiled)
+    tokens = cfg.train.batch_size * cfg.data.seq_len
+    ctx = StepContext(cfg, model, opt, lambda s: ([batches[s % len(batches)]], tokens), device, amp=amp)
+    it = [0]
+
+    def step() -> None:
+        train_step(ctx, it[0])
+        it[0] += 1
+
+    return step
 
 
 def _stepper(loss_of: Callable[[dict], torch.Tensor], batches: list[dict], opt: torch.optim.Optimizer,
