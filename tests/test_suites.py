@@ -114,3 +114,20 @@ def test_cli_eval_suites_flag(tmp_path):
     with pytest.raises(KeyError, match="nope"):
         cmd_eval(args)  # refused before any encoder is loaded or folder made
     assert not (tmp_path / "o").exists()
+
+
+def test_schema_1_extras_record_reads_into_the_contract(tmp_path):
+    import json
+
+    from predrecon.eval.extras import load_record
+
+    old = {"extra": "similarity", "schema": 1, "metrics": {"spearman.s": {
+        "value": 0.5, "low": 0.4, "high": None, "n": 3, "label": "rho", "interval": "bootstrap over pairs",
+        "tested": True, "coords": {}, "resample": None, "examples": "h"}}, "per_example": {}}
+    (tmp_path / "s.json").write_text(json.dumps(old))
+    m = load_record(tmp_path / "s.json")["metrics"]["spearman.s"]
+    assert m["method"] == "bootstrap over pairs" and "interval" not in m and math.isnan(m["high"])
+    check_entries("s", {"spearman.s": m}, {})
+    (tmp_path / "x.json").write_text(json.dumps({**old, "schema": 7}))
+    with pytest.raises(ValueError, match="x.json"):
+        load_record(tmp_path / "x.json")

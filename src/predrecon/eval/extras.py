@@ -6,14 +6,17 @@ JSON per extra to ``out_dir/extras/<name>.json`` (plus ``fewshot.png``). Every f
 schema (:func:`extra_record`), read by :func:`predrecon.eval.extras_report.compare_extras`:
 
 ``{"extra", "schema", "encoder", "dim", "seed", "params", "seconds", "notes",
-"metrics": {name: {"value", "low", "high", "n", "label", "interval", "tested", "coords",
-"resample", "examples"}}, "per_example": {key: [float]}, "details": {...}}``
+"metrics": {name: entry}, "per_example": {key: [float]}, "details": {...}}``
 
-``resample`` says how a paired test between two encoders recomputes the metric from
-``per_example``: ``{"type": "mean", "key": k}`` (mean of per-example scores, e.g. 0/1
-correctness) or ``{"type": "spearman", "pred": k, "target": k}``; ``examples`` is a SHA-1 of the
-evaluated texts and labels (paired tests need equal hashes). ``tested: false`` marks values drawn
-in figures only (per-rate robustness drops, majority baselines).
+Each ``entry`` is the metric entry of every suite (:func:`predrecon.eval.records.entry`):
+``{"value", "low", "high", "n", "method", "resample"}`` with ``label``, ``tested``, ``coords``,
+``examples`` and, where they apply, ``better`` and ``floors``. ``resample`` is a
+:func:`~predrecon.eval.records.make_statistic` recipe over ``per_example`` (``{"type": "mean",
+"key": k}`` for per-example scores, e.g. 0/1 correctness; ``{"type": "spearman", "pred": k,
+"target": k}``) that the paired tests of :func:`~predrecon.eval.records.paired_entry_test`
+resample; ``examples`` is a SHA-1 of the evaluated texts and labels (paired tests need equal
+hashes). ``tested: false`` marks values drawn in figures only (per-rate robustness drops,
+majority baselines).
 
 Protocol: the encoder is frozen and texts are mean-pooled over their tokens (attention mask on,
 not the paper's faithful mode). Training pools and test sets are *fixed* subsets
@@ -154,13 +157,16 @@ def save_record(record: dict, path: str | Path) -> Path:
 
 
 def load_record(path: str | Path) -> dict:
-    """Read a record written by :func:`save_record`; null -> NaN in metrics and per-example
-    vectors (float arrays). Raises ``ValueError`` naming the file on a wrong schema."""
+    """Read a record written by :func:`save_record` (schema 1 records too: their ``interval``
+    becomes ``method``); null -> NaN in metrics and per-example vectors (float arrays). Raises
+    ``ValueError`` naming the file on a wrong schema."""
     path = Path(path)
     rec = json.loads(path.read_text())
-    if rec.get("schema") != SCHEMA_VERSION or "metrics" not in rec:
+    if rec.get("schema") not in (1, SCHEMA_VERSION) or "metrics" not in rec:
         raise ValueError(f"{path}: not an extras record of schema {SCHEMA_VERSION}")
     for m in rec["metrics"].values():
+        if "method" not in m:  # schema 1 named the interval's method "interval"
+            m["method"] = m.pop("interval", None) or "none"
         for k in ("value", "low", "high"):
             m[k] = math.nan if m[k] is None else m[k]
     rec["per_example"] = {k: np.array([math.nan if v is None else v for v in vals], dtype=np.float64)

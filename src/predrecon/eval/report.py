@@ -466,7 +466,10 @@ def compare(eval_dirs_or_groups: Sequence[str | Path] | Mapping[str, str | Path 
 
     figures = make_figures(runs, comparison, out / "figures")
     extras = None
-    if any((p / "extras").is_dir() for dirs in arms.values() for p in dirs):
+    from .suites import SUITES  # the exploratory suites' records, read with the same tests
+
+    others = [s.records for s in SUITES.values() if s.family == "exploratory"]
+    if any(any(p.glob(g)) for dirs in arms.values() for p in dirs for g in others):
         from .extras_report import compare_extras
 
         extras = compare_extras(arms, n_boot=n_boot, n_perm=n_perm, seed=seed, alpha=alpha)
