@@ -215,14 +215,21 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                    source=args.source, tasks=_csv(args.tasks) if args.tasks else None,
                    poolings=_csv(args.poolings) if args.poolings else None, overrides=args.overrides,
                    faithful=args.faithful, glue_dir=args.glue_dir, max_examples=args.max_examples,
-                   max_train=args.max_train, n_boot=args.n_boot, extras=tuple(_csv(args.extras)) if args.extras else ())
+                   max_train=args.max_train, n_boot=args.n_boot, extras=tuple(_csv(args.extras)) if args.extras else (),
+                   init=args.init)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.init:  # continue a good encoder: hybrid, MLM and the untouched reference
+        from .continued import run_minilm_demo
+
+        init = args.init if args.init.startswith("hf:") else f"hf:{args.init}"
+        run_minilm_demo(args.out or "runs/demo-minilm", seeds=args.seeds, init=init)
+        return 0
     from .experiment import run_demo
 
-    run_demo(args.out, seeds=args.seeds)
+    run_demo(args.out or "runs/demo", seeds=args.seeds)
     return 0
 
 
@@ -339,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--max-examples", type=int, default=2000, help="examples per reported split (paper: 2000)")
     x.add_argument("--max-train", type=int, default=4000, help="train examples for probes and poolers")
     x.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per interval")
+    x.add_argument("--init", metavar="hf:DIR",
+                   help="continue a transformers BERT checkpoint (hf:DIR, hf:minilm) in every arm, with the untouched "
+                        "checkpoint as the reference arm; the dataset is built with its tokenizer")
     x.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every arm")
     x.set_defaults(func=cmd_experiment)
 
@@ -351,8 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="A short hybrid-vs-MLM experiment on the built-in Wikipedia leads, "
                                    "evaluated on GLUE when ../shared/data/glue is present, else on the "
                                    "built-in labelled sets; prints where the report is and a summary table.")
-    m.add_argument("--out", default="runs/demo")
+    m.add_argument("--out", help="default: runs/demo, or runs/demo-minilm with --init")
     m.add_argument("--seeds", type=int, default=2)
+    m.add_argument("--init", metavar="minilm|hf:DIR",
+                   help="instead: continue all-MiniLM-L6-v2 (minilm) or a transformers BERT checkpoint with hybrid and "
+                        "MLM and compare with the untouched encoder (what each objective does to a good encoder)")
     m.set_defaults(func=cmd_demo)
     return p
 

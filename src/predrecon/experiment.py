@@ -188,8 +188,10 @@ def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm"
                    overrides: list[str] | None = None, faithful: bool = False, glue_dir: str | None = None,
                    max_examples: int = 2000, max_train: int = 4000, n_boot: int = 1000, n_boot_geometry: int = 100,
                    extras: tuple[str, ...] = ("fewshot", "robustness", "crosslingual", "similarity"),
-                   progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the whole experiment; returns the comparison summary."""
+                   progress: bool = True, init: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the whole experiment; returns the comparison summary. ``init`` (``hf:DIR``,
+    ``hf:minilm``): continue that checkpoint in every arm and add the untouched checkpoint as the
+    reference arm (:mod:`predrecon.continued`)."""
     from .eval.encoders import load_text_encoder
     from .eval.extras import run_extras
     from .eval.report import compare
@@ -208,7 +210,14 @@ def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm"
         raise ConfigError("--seeds: must be >= 1")
     data_dir = Path(data) if data else out / "data"
     if not data:
-        ensure_dataset(source, data_dir, progress=progress)
+        if init:  # tokenised with the checkpoint's own tokenizer
+            from .continued import init_dataset
+            init_dataset(init, source, data_dir, progress=progress)
+        else:
+            ensure_dataset(source, data_dir, progress=progress)
+    if init:  # every arm takes model.* from the checkpoint
+        from .continued import init_base
+        base = init_base(base, init, data_dir)
     tasks = tasks or default_tasks(glue_dir)
     from .eval.names import DEFAULT_POOLINGS
 
@@ -224,7 +233,8 @@ def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm"
     (out / "arms.json").write_text(json.dumps(arm_stats, indent=2))
     (out / "experiment.json").write_text(json.dumps({
         "preset": preset, "arms": [a.name for a in arm_list], "seeds": seeds, "data": str(data_dir),
-        "tasks": tasks, "poolings": poolings, "overrides": overrides or [], "faithful": faithful}, indent=2))
+        "tasks": tasks, "poolings": poolings, "overrides": overrides or [], "faithful": faithful, "init": init},
+        indent=2))
     t0, done_steps = time.perf_counter(), 0
     groups: dict[str, list[str]] = {}
     for i, (arm, seed) in enumerate(plan, 1):
@@ -252,9 +262,19 @@ def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm"
                        n_boot=n_boot, glue_dir=glue_dir, progress=progress)
         groups.setdefault(arm.name, []).append(str(eval_dir))
         done_steps += cfg.train.steps
+    note = ""
+    if init:  # the untouched checkpoint, evaluated once, is the reference (first) arm
+        from .continued import REFERENCE_ARM, evaluate_reference, reference_note
+        ref = evaluate_reference(base, out, seeds=seeds, tasks=tasks, poolings=poolings, extras=tuple(extras),
+                                 eval_kw=dict(glue_dir=glue_dir, faithful=faithful, max_examples=max_examples,
+                                              max_train=max_train, n_boot=n_boot, n_boot_geometry=n_boot_geometry),
+                                 progress=progress)
+        groups = {REFERENCE_ARM: ref, **groups}
     report_dir = out / "report"
     comparison = compare(groups, report_dir, n_boot=n_boot, n_boot_geometry=n_boot_geometry)
-    (report_dir / "summary.md").write_text(arms_table(arm_stats) + summary_table(comparison))
+    if init:
+        note = reference_note(init, report_dir) + "\n\n"
+    (report_dir / "summary.md").write_text(note + arms_table(arm_stats) + summary_table(comparison))
     _say(progress, f"[predrecon] experiment done in {_fmt_s(time.perf_counter() - t0)}; "
                    f"report: {report_dir / 'report.html'}")
     return comparison
