@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from predrecon.config import ConfigError, apply_overrides
+from predrecon.config import ConfigError
 from predrecon.presets import get_preset
 
 from fixtures_data import build_tiny, has_package, make_docs
