@@ -137,3 +137,20 @@ def test_minilm_demo_end_to_end_at_a_tiny_budget(tiny, tmp_path):
     ref = to_hf_state_dict(load_encoder(out / "arms" / REFERENCE_ARM / "seed0" / "encoder")[0])
     assert all(torch.equal(v, hf[k].float()) for k, v in ref.items())
     assert json.loads((Path(out) / "demo.json").read_text())["wall_s"] > 0
+
+
+def test_summary_table_puts_each_arm_in_its_own_column():
+    from predrecon.experiment import QUESTIONS, summary_table
+
+    q, pooling, metric = QUESTIONS[0][:3]
+    rows = [{"task": "t", "pooling": pooling, "metric": metric, "b": b, "value_a": 1.0, "value_b": v, "diff": 1.0 - v,
+             "diff_low": 0.0, "diff_high": 0.0, "p_holm": 0.5, "significant": False} for b, v in (("hybrid", 2.0),
+                                                                                                   ("mlm", 3.0))]
+    lines = summary_table({"reference": "untouched", "mode": "seeds", "n_tests": 2, "tasks": ["t"], "rows": rows})
+    table = [ln for ln in lines.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert header[3:6] == ["untouched", "hybrid", "mlm"]
+    for ln, (arm, v) in zip(table[2:], (("hybrid", "2.000"), ("mlm", "3.000"))):
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        assert len(cells) == len(header) and cells[header.index(arm)] == v and cells[3] == "1.000"
+        assert cells[header.index("mlm" if arm == "hybrid" else "hybrid")] == ""

@@ -308,9 +308,10 @@ def summary_table(comparison: dict) -> str:
                 if r is None:
                     continue
                 va, vb = _pick(r, "a"), _pick(r, "b")
+                cells = " | ".join([va] + [vb if o == other else "" for o in others])  # other's column only
                 diff = f"{_num(r.get('diff'))} [{_num(r.get('diff_low'))}, {_num(r.get('diff_high'))}]"
                 verdict = "significant" if r.get("significant") else "n.s."
-                lines.append(f"| {task} | {q} | {metric.split('.')[-1]} ({pooling}) | {va} | {vb} | {diff} | "
+                lines.append(f"| {task} | {q} | {metric.split('.')[-1]} ({pooling}) | {cells} | {diff} | "
                              f"{_num(r.get('p_holm'))} | {verdict} |")
     return "\n".join(lines) + "\n"
 
