@@ -160,3 +160,15 @@ def test_a_file_task_gets_the_metrics_and_floors_of_the_same_builtin_task(tmp_pa
     y = acc["per_example"]["labels"]
     train_major = np.bincount(get_task(specs["sst2"]).train.labels).argmax()
     assert acc["metrics"]["probe.glue"]["floors"]["majority"] == pytest.approx(float(np.mean(y == train_major)))
+
+
+def test_eval_command_reports_a_bad_user_file_in_one_line_before_loading_anything(tmp_path, capsys):
+    from predrecon.cli import main
+
+    f = tmp_path / "mine.csv"
+    f.write_text("sentence,gold\nfine,1\n")
+    out = tmp_path / "ev"
+    assert main(["eval", "no-such-encoder", "--task", f"file:{f}?label=gold", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"predrecon: error: {f}: no column 'text' for text (columns found: sentence, gold); pass text=COLUMN"
+    assert not out.exists()  # nothing claimed, and the encoder spec was never read

@@ -184,6 +184,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     suites = parse_suites(args.suites)
     _out_dir(args.out)
+    from .eval.tasks import get_task
+
+    for spec in _csv(args.tasks):  # a user file's errors before the encoder loads and --out is claimed
+        if spec.startswith("file:"):
+            get_task(spec)
     paper = {"faithful": args.faithful, "max_examples": args.max_examples, "random_floor": not args.no_random_floor,
              "floor_cache": args.floor_cache}
     evaluate(args.encoder, suites, _csv(args.tasks), _csv(args.poolings), args.out, glue_dir=args.glue_dir,
