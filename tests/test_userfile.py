@@ -126,7 +126,7 @@ def test_bad_label_in_the_train_file_is_named(tmp_path):
 def test_a_file_that_is_not_utf8_is_named(tmp_path):
     f = tmp_path / "latin.tsv"
     f.write_bytes("text\tlabel\ncaf\u00e9\t1\n".encode("latin-1"))
-    with pytest.raises(UserFileError, match=r"latin\.tsv: not UTF-8 text \(byte 15: b'\\xe9'\)"):
+    with pytest.raises(UserFileError, match=r"latin\.tsv: not UTF-8 text \(byte 14: b'\\xe9'\)"):
         get_task(f"file:{f}")
 
 
