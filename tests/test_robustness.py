@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from predrecon.eval.robustness import (KEYBOARD_NEIGHBOURS, PERTURBATIONS, perturb_split,
-                                       robustness_eval)
+from predrecon.eval.robustness import KEYBOARD_NEIGHBOURS, PERTURBATIONS, perturb_split, robustness_eval
 from predrecon.eval.tasks import Split, TaskData
 
 KINDS = sorted(PERTURBATIONS)

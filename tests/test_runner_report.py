@@ -13,11 +13,10 @@ import torch
 
 from predrecon.config import ModelConfig
 from predrecon.data.tokenizer import SpecialIds, load_tokenizer
-from predrecon.eval import geometry, stats
+from predrecon.eval import geometry, stats, suites
 from predrecon.eval.encoders import PredreconTextEncoder
 from predrecon.eval.pooling import MeanPooler
 from predrecon.eval.report import compare
-from predrecon.eval import suites
 from predrecon.eval.runner import bootstrap_indices, evaluate, load_result, make_statistic
 from predrecon.model.encoder import Encoder
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, f1_score, matthews_corrcoef,
-                             roc_auc_score)
 from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
 
 from predrecon.eval import lexical as lx
 from predrecon.eval import scores as sc

@@ -25,9 +25,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -121,7 +121,7 @@ def read_text_robust(path: Path) -> tuple[str, str]:
 
 def _hash_unit(key: str) -> float:
     """A stable pseudo-uniform number in [0, 1) for ``key`` (depends on SPLIT_VERSION)."""
-    h = hashlib.sha256(f"predrecon-split-v{SPLIT_VERSION}\x00{key}".encode("utf-8")).digest()
+    h = hashlib.sha256(f"predrecon-split-v{SPLIT_VERSION}\x00{key}".encode()).digest()
     return int.from_bytes(h[:8], "big") / 2.0**64
 
 
@@ -182,7 +182,7 @@ def _make_task(name: str, keys: list[str], texts: list[str], labels: list[int],
 
 # --------------------------------------------------------------------------- wiki-topic
 
-@lru_cache(maxsize=None)
+@cache
 def _wiki_records(lang: str) -> tuple[tuple[str, str, int], ...]:
     """(title, extract, label id) for every mapped article of ``lang``."""
     if lang not in WIKI_LANG_FILES:

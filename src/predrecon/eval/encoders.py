@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-
 # --------------------------------------------------------------------------- token states
 
 @dataclass
@@ -74,7 +73,7 @@ class TokenStates:
         x = self.flat[src] * mask[..., None]  # (b, T, D)
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(mask)
 
-    def subset(self, idx: np.ndarray) -> "TokenStates":
+    def subset(self, idx: np.ndarray) -> TokenStates:
         idx = np.asarray(idx, dtype=np.int64)
         parts = [self[i] for i in idx]
         offs = np.concatenate([[0], np.cumsum([len(p) for p in parts])])

@@ -9,8 +9,8 @@ an ``embed`` function (:func:`embed_texts`).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning

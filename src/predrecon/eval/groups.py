@@ -5,8 +5,8 @@ Definitions are documented in :mod:`predrecon.eval.runner`."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

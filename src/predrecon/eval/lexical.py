@@ -30,8 +30,8 @@ probe and the same-shape random-init encoder. No control task: selectivity is no
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from scipy.stats import rankdata

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -30,7 +30,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .encoders import TokenStates
-
 
 # --------------------------------------------------------------------------- pure functions
 

@@ -25,8 +25,8 @@ import math
 import sys
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy.stats import spearmanr

@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from . import geometry, stats
 from .scores import SCORES
-
 
 
 def _nanmean(a: np.ndarray) -> np.ndarray | float:

@@ -36,8 +36,15 @@ from pathlib import Path
 import numpy as np
 
 from . import stats
-from .records import (bootstrap_difference, bootstrap_indices, jsonable, load_result, make_statistic,
-                      paired_entry_test, seed_test)
+from .records import (
+    bootstrap_difference,
+    bootstrap_indices,
+    jsonable,
+    load_result,
+    make_statistic,
+    paired_entry_test,
+    seed_test,
+)
 
 #: The paper's claims (hybrid vs MLM), tested per task: (claim, metric, pooling, expected sign).
 HEADLINE = (

@@ -58,20 +58,29 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from . import geometry
-from .encoders import (TextEncoder, load_text_encoder, random_init_like, reference_tokenizer, tokenizer_sha,
-                       weights_sha)
-from .groups import (Ctx, Prepared, alignment_group, balance_group, content_group, decorate, lexical_paper_group,
-                     linear_probe_group, probe_group, semantic_paper_group, sts_zero_shot_group)
+from .encoders import TextEncoder, load_text_encoder, random_init_like, reference_tokenizer, tokenizer_sha, weights_sha
+from .groups import (
+    Ctx,
+    Prepared,
+    alignment_group,
+    balance_group,
+    content_group,
+    decorate,
+    lexical_paper_group,
+    linear_probe_group,
+    probe_group,
+    semantic_paper_group,
+    sts_zero_shot_group,
+)
 from .names import DEFAULT_POOLINGS
 from .pooling import POOLINGS, build_pooler
-from .records import (entry, jsonable, safe_suite, bootstrap_indices, load_result, make_statistic,
-                      vectorized)
+from .records import bootstrap_indices, entry, jsonable, load_result, make_statistic, safe_suite, vectorized
 from .tasks import SUBSET_SEED, Split, TaskData, get_task, stratified_subset
 
 RESULT_VERSION = 2

@@ -10,7 +10,7 @@ Binary scores treat class 1 as the positive class (GLUE's convention for MRPC an
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy.stats import rankdata

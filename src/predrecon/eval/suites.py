@@ -18,9 +18,10 @@ its record files under an eval directory.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .encoders import TextEncoder, load_text_encoder
 from .names import DEFAULT_POOLINGS

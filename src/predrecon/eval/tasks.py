@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class Split:
     def is_pair(self) -> bool:
         return self.text_b is not None
 
-    def subset(self, idx: np.ndarray) -> "Split":
+    def subset(self, idx: np.ndarray) -> Split:
         idx = np.asarray(idx)
         return Split([self.text_a[i] for i in idx], self.labels[idx],
                      None if self.text_b is None else [self.text_b[i] for i in idx],
