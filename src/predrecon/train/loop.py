@@ -4,7 +4,7 @@
 
 1. schedules are read by step (lr, EMA momentum) — resume needs no replay;
 2. ``accum_steps`` micro-batches: rows from the batcher, masks from the collator seeded by
-   (seed, micro-step), forward under autocast (bf16 on CUDA, fp32 on CPU), backward, each loss
+   (seed, micro-step), forward under autocast (``train.precision``), backward, each loss
    normalised by its count over the whole step (:func:`forward_backward`: exact accumulation);
 3. clip (the model, not the balancer), then optimizer step and EMA update of the target — both
    skipped for a step whose loss or gradient norm is not finite (:func:`apply_update`; counted on
@@ -40,6 +40,8 @@ from .diagnostics import Diagnostics, FaultMonitor, TrainingStopped, divergence_
 from .meta import HybridModel
 from .rundir import finished_summary, locked_run, read_jsonl
 from .schedules import linear, warmup_cosine
+from .step import StepContext, compile_model, make_source, train_step
+from .step import autocast_dtype as _autocast_dtype
 from .tracking import Tracker
 
 DIVERGENCE_KEYS = ("loss_mlm",)  # a likelihood never rises far above its best; JEPA losses may (moving target)
@@ -54,11 +56,10 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None = plain fp32. ``auto`` is bf16 on CUDA, fp32 on CPU (house rule 7)."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+def autocast_dtype(precision: str, device: torch.device, dim: int | None = None) -> torch.dtype | None:
+    """None = plain fp32. ``auto`` is bf16 on CUDA and, for a model of width ``dim`` >= 128, on a
+    CPU with native bf16 (AVX-512 BF16 / AMX); fp32 otherwise (:func:`.step.autocast_dtype`)."""
+    return _autocast_dtype(precision, device, dim)
 
 
 def seed_everything(seed: int) -> None:
@@ -227,14 +228,18 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
         raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} differs from the dataset's "
                           f"tokenizer ({ds.vocab_size}); set it to 0 to take it from the data")
     device = resolve_device(cfg.train.device)
-    amp = autocast_dtype(cfg.train.precision, device)
+    amp = autocast_dtype(cfg.train.precision, device, cfg.model.dim)
     seed_everything(cfg.train.seed)
 
     model = HybridModel(cfg, ds.vocab_size, ds.special_ids).to(device)
+    if cfg.train.compile:  # encoders + predictor; heads, losses and the balancer's autograd.grad stay eager
+        compile_model(model)
     optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     batcher = make_batcher(ds, cfg.data, "train", cfg.train.batch_size, cfg.train.seed)
-    collator = Collator(cfg.mlm, cfg.jepa, cfg.objective, ds.special_ids, ds.vocab_size, cfg.train.seed)
+    collator = Collator(cfg.mlm, cfg.jepa, cfg.objective, ds.special_ids, ds.vocab_size, cfg.train.seed,
+                        fixed_widths=cfg.train.compile,  # compiled: the same shapes every step
+                        max_docs=1 if cfg.data.mode == "document" else None)
     diag = Diagnostics(cfg, ds, collator, device)
     if cfg.train.diag_every:
         diag.set_reference(model)  # the init (a resumed run rebuilds it from the seed first)
@@ -287,7 +292,6 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
     accum = cfg.optim.accum_steps
     bal_ids = {id(p) for p in model.balancer.parameters()}
     clip_params = [p for p in model.parameters() if p.requires_grad and id(p) not in bal_ids]
-    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
     sync_free = device.type != "cpu"  # CPU: reading a flag costs nothing, so skip by branching
     monitor = FaultMonitor(device, cfg.train.max_nonfinite,
                            skipped=int(loaded.state.get("skipped_steps", 0)) if ckpt is not None else 0)
@@ -297,29 +301,16 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
     best: dict[str, float] = {}  # lowest logged value of each divergence-checked loss
     first: dict[str, torch.Tensor] = {}
     tok_rate = 0.0
+    source = make_source(batcher, collator, accum, device, start, end, cfg.train.prefetch)
+    stepper = StepContext(cfg, model, optimizer, source, device, amp=amp, scaler=scaler, monitor=monitor,
+                          clip_params=clip_params)
     bar = tqdm(total=end, initial=start, disable=not cfg.train.progress, desc=f"train {cfg.objective.kind}",
                dynamic_ncols=True)
     model.train()
     for step in range(start, end):
-        lr = lr_at(cfg, step)
-        for g in optimizer.param_groups:
-            g["lr"] = lr * g["lr_scale"]
-        batches = []
-        for micro in range(accum):
-            rows = next(batcher)
-            batches.append(_to(collator(rows, step * accum + micro), device))
-            tokens_seen += int(rows["segment_ids"].ne(0).sum())
-        update_bal = balancer_updates_at(cfg, step)
-        logs = forward_backward(model, batches, amp=amp, scaler=scaler, update_balancer=update_bal)
-        batch = batches[-1]
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        gnorm = torch.nn.utils.clip_grad_norm_(clip_params, clip)
-        bad = ~torch.isfinite(logs["loss"])
-        if scaler is None:  # fp16: the scaler skips overflowing gradients itself
-            bad = bad | ~torch.isfinite(gnorm)
-        monitor.record(bad)
-        apply_update(model, optimizer, bad, momentum_at(cfg, step), sync_free=sync_free, scaler=scaler)
+        res = train_step(stepper, step)  # lr, batches, forward/backward, clip, update (.step)
+        logs, gnorm, batch, lr, update_bal = res.logs, res.grad_norm, res.batch, res.lr, res.balancer_updated
+        tokens_seen += res.tokens
         if update_bal:
             carried = {k: v for k, v in logs.items() if k.startswith("gradnorm_")}
         if not first:
@@ -371,11 +362,12 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
                 log.write({"event": "stopped", "step": done, "reason": msg})
                 raise TrainingStopped(msg)
             save_checkpoint(out, done, model=sd, target=tsd, optimizer=optimizer.state_dict(),
-                            state={"data": batcher.state_dict(), "config": cfg.to_dict(),
+                            state={"data": source.state_dict(), "config": cfg.to_dict(),
                                    "skipped_steps": skipped},
                             keep=cfg.train.keep_ckpts)
         bar.update(1)
     bar.close()
+    source.close()
     summary = {"event": "end", "step": end, "tokens_per_s": tok_rate, "skipped_steps": int(monitor.skipped),
                "wall_s": time.perf_counter() - t0,
                **{k: v for k, v in last.items() if k.startswith(("loss", "lambda", "w_"))}}

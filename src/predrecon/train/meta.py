@@ -25,8 +25,14 @@ from ..model.encoder import Encoder
 from ..model.heads import MLMHead, Predictor
 from ..objectives.balance import build_balancer
 from ..objectives.jepa import build_targets, jepa_loss
-from ..objectives.mlm import mlm_loss
 from .ema import ema_update, make_target
+
+
+def _single_unpadded(seg: torch.Tensor | None) -> bool:
+    """Whether ``seg`` (B, T) marks one document filling every row (all ones) — then attention
+    over the full row needs no mask (and SDPA may use its fused kernels). Checked only for CPU
+    tensors (free there); on an accelerator the mask is kept rather than syncing every step."""
+    return seg is not None and seg.device.type == "cpu" and bool((seg == 1).all())
 
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -100,10 +106,11 @@ class HybridModel(nn.Module):
         stats: dict[str, torch.Tensor] = {}
         shared_pass = self.cfg.objective.student_path == "shared" and self.use_mlm
         h_full = None
+        row_seg = None if _single_unpadded(seg) else seg  # full rows: no attention mask when none is needed
         if self.use_mlm:
-            h_full = self.encoder(batch["mlm_input_ids"], pos, seg).last_hidden_state  # (B, T, D)
-            logits = self.mlm_head(h_full, batch["mlm_index"])  # (B, M, V)
-            losses["mlm"] = mlm_loss(logits, batch["mlm_labels"])
+            h_full = self.encoder(batch["mlm_input_ids"], pos, row_seg).last_hidden_state  # (B, T, D)
+            # decoder + cross-entropy fused, a chunk of slots at a time: no (B, M, V) logits
+            losses["mlm"] = self.mlm_head.loss(h_full, batch["mlm_index"], batch["mlm_labels"])
         if self.use_jepa:
             ctx_index, ctx_valid = batch["ctx_index"], batch["ctx_valid"]
             ctx_pos = gather_tokens(pos, ctx_index)  # (B, C)
@@ -120,7 +127,7 @@ class HybridModel(nn.Module):
             tgt_index, tgt_valid = batch["tgt_index"], batch["tgt_valid"]
             with torch.no_grad():
                 k = self.cfg.jepa.target_layers
-                t_out = self.target(batch["input_ids"], pos, seg, output_hidden_states=k > 1)
+                t_out = self.target(batch["input_ids"], pos, row_seg, output_hidden_states=k > 1)
                 states = t_out.hidden_states if k > 1 else (t_out.last_hidden_state,)
                 real = batch["segment_ids"].ne(0) if seg is not None else None  # (B, T)
                 full = build_targets(states, k, norm=self.cfg.jepa.target_norm, token_mask=real,
