@@ -131,9 +131,8 @@ def reference_note(init: str, report_dir: Path) -> str:
 #: The MiniLM demo's recipe and budget: continued pre-training at a small learning rate with the
 #: tiny preset's objective settings (model.* from the checkpoint) on 64-token windows of the
 #: built-in leads, and a lighter evaluation (two tasks, 300 reported / 600 train examples, mean
-#: and max pooling), sized so that two continued arms x two seeds, the untouched arm, their
-#: evaluation and the report fit about 15 minutes on a 2-core CPU (README, "Which demo answers
-#: what", has the measured wall time).
+#: and max pooling), sized for about 15 minutes on two otherwise idle CPU cores: a hybrid step
+#: took 2.4 s there (16 x 64 tokens; MLM less), an arm's evaluation about 2 minutes.
 MINILM_DEMO_OVERRIDES = ["train.steps=60", "train.batch_size=16", "data.seq_len=64", "optim.lr=5e-5",
                          "optim.min_lr=5e-6", "optim.warmup_steps=6", "train.ckpt_every=60", "train.diag_every=0",
                          "train.log_every=10"]
