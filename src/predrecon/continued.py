@@ -131,8 +131,9 @@ def reference_note(init: str, report_dir: Path) -> str:
 #: The MiniLM demo's recipe and budget: continued pre-training at a small learning rate with the
 #: tiny preset's objective settings (model.* from the checkpoint) on 64-token windows of the
 #: built-in leads, and a lighter evaluation (two tasks, 300 reported / 600 train examples, mean
-#: and max pooling), sized for about 15 minutes on two otherwise idle CPU cores: a hybrid step
-#: took 2.4 s there (16 x 64 tokens; MLM less), an arm's evaluation about 2 minutes.
+#: and max pooling), aimed at about 15 minutes on two CPU cores. Measured on two cores shared with
+#: other jobs: 2.4-5.5 s per hybrid step (16 x 64 tokens), 2-3 minutes per arm's evaluation, so
+#: the whole demo took longer there.
 MINILM_DEMO_OVERRIDES = ["train.steps=60", "train.batch_size=16", "data.seq_len=64", "optim.lr=5e-5",
                          "optim.min_lr=5e-6", "optim.warmup_steps=6", "train.ckpt_every=60", "train.diag_every=0",
                          "train.log_every=10"]
