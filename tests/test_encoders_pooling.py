@@ -13,8 +13,8 @@ from sklearn.linear_model import LogisticRegression
 
 from predrecon.config import ModelConfig
 from predrecon.data.tokenizer import SpecialIds, load_tokenizer
-from predrecon.eval.encoders import PredreconTextEncoder, TokenStates, _longest_first, load_text_encoder
-from predrecon.eval.pooling import (
+from predrecon.eval.encode.encoders import PredreconTextEncoder, TokenStates, _longest_first, load_text_encoder
+from predrecon.eval.encode.pooling import (
     POOLINGS,
     AttentionPooler,
     MeanPooler,
@@ -125,7 +125,7 @@ def test_minilm_matches_hf_pair_encoding():
     pytest.importorskip("transformers")
     from transformers import AutoTokenizer
 
-    from predrecon.eval.encoders import minilm_dir
+    from predrecon.eval.encode.encoders import minilm_dir
 
     enc = load_text_encoder("minilm", device="cpu")
     assert enc.dim == 384 and enc.uses_type_ids

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from predrecon.eval import glue
-from predrecon.eval.tasks import available_tasks, get_task
+from predrecon.eval.tasks import glue
+from predrecon.eval.tasks.registry import available_tasks, get_task
 
 SST2 = "sentence\tlabel\nit 's a charming journey . \t1\nbleak and desperate \t0\nhe said \"yes \t1\n"
 COLA = "gj04\t1\t\tThe sailors rode the breeze.\ngj04\t0\t*\tThe rope stretched the weights.\nx\t1\t\tLast line"

