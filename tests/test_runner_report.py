@@ -59,7 +59,8 @@ def write_fixture_glue(root, n_train=80, n_dev=40, seed=0):
             q = int(rng.integers(0, 2))
             b = " ".join(rng.permutation(a.split())) if q else _sentence(rng, 0)
             rows.append(f"{q}\t{i}\t{i + 1000}\t{a}\t{b}\n")
-        (root / "MRPC" / f"{split}.tsv").write_text("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n" + "".join(rows))
+        head = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+        (root / "MRPC" / f"{split}.tsv").write_text(head + "".join(rows))
     return root
 
 
@@ -214,7 +215,8 @@ def test_compare_paired_report(evals, tmp_path):
         assert r["significant"] == (math.isfinite(r["p_adj"]) and r["p_adj"] < 0.05)
         if math.isfinite(r["p"]):
             assert r["p"] > 0 and r["q_bh"] >= r["p"] - 1e-12
-    unif = next(r for r in rows if r["task"] == "sst2" and r["pooling"] == "mean" and r["metric"] == "geometry.uniformity")
+    unif = next(r for r in rows
+                if r["task"] == "sst2" and r["pooling"] == "mean" and r["metric"] == "geometry.uniformity")
     va = load_result(evals["a"] / "sst2" / "mean.json")["metrics"]["geometry.uniformity"]["value"]
     vb = load_result(evals["b"] / "sst2" / "mean.json")["metrics"]["geometry.uniformity"]["value"]
     assert unif["diff"] == pytest.approx(va - vb) and unif["test"].startswith("paired_bootstrap")

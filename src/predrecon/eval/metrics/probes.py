@@ -339,8 +339,8 @@ def pair_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def balance(semantic_acc: float, lexical_acc: float) -> dict[str, float]:
     """The paper's semantic-to-lexical balance: ``difference`` = s - l and ``ratio`` = s / l
     (NaN when l = 0). Kept for ``--faithful``; the headline is :func:`normalised_balance`."""
-    s, l = float(semantic_acc), float(lexical_acc)
-    return {"difference": s - l, "ratio": s / l if l != 0 else math.nan}
+    s, lex = float(semantic_acc), float(lexical_acc)
+    return {"difference": s - lex, "ratio": s / lex if lex != 0 else math.nan}
 
 
 def normalised_balance(semantic: float, semantic_chance: float, lexical_auc: float,

@@ -255,16 +255,16 @@ def extra_fewshot(ctx: _Context, *, task: str, ks: Sequence[int], draws: int, C:
         curve["accuracies"].append(accs.tolist())
         per_example[f"correct@k={k}"] = correct.mean(axis=0)  # fraction of draws right, (n,)
         metrics[f"accuracy@k={k}"] = metric_entry(
-            s.mean, s.low, s.high, len(y_test), label=f"accuracy, k={k} per class", method=f"t over {draws} draws", better="higher",
-            coords={"k": k}, resample={"type": "mean", "key": f"correct@k={k}"}, examples=ex)
+            s.mean, s.low, s.high, len(y_test), label=f"accuracy, k={k} per class", method=f"t over {draws} draws",
+            better="higher", coords={"k": k}, resample={"type": "mean", "key": f"correct@k={k}"}, examples=ex)
     correct = (fit_probe(x_train, y_train, C=C, seed=ctx.seed).predict(x_test) == y_test).astype(float)
     curve["full"] = float(correct.mean())
     per_example["correct@all"] = correct
     b = bootstrap_ci(correct, lambda v: v.mean(axis=-1), n_boot=ctx.n_boot, seed=ctx.seed, vectorized=True)
     metrics["accuracy@all"] = metric_entry(
         correct.mean(), b.low, b.high, len(y_test), label=f"accuracy, all {len(y_train)} training examples",
-        method="bootstrap-percentile", better="higher", coords={"k": "all"}, resample={"type": "mean", "key": "correct@all"},
-        examples=ex)
+        method="bootstrap-percentile", better="higher", coords={"k": "all"},
+        resample={"type": "mean", "key": "correct@all"}, examples=ex)
     notes = [f"{task}: probes trained on k examples per class from a fixed pool of {len(train)} training "
              f"examples, tested on {len(test)} fixed examples; k > {smallest} (smallest class) skipped"]
     return {"params": {"task": task, "ks": list(ks), "draws": draws, "C": C, "n_train": len(train),
@@ -378,8 +378,8 @@ def extra_similarity(ctx: _Context, *, sets: Sequence[str] = SIMILARITY_SETS) ->
             raise ValueError(f"similarity: task {name!r} has no second text (need pairs)")
         cos = _row_cosine(ctx.embed(sp.text_a), ctx.embed(sp.text_b)).astype(np.float64)  # (n,)
         y = sp.labels.astype(np.float64)
-        b = bootstrap_ci(len(y), lambda idx: spearman_rows(cos[idx], y[idx]), n_boot=ctx.n_boot, seed=ctx.seed,
-                         vectorized=True)  # idx (B, n) -> (B,)
+        b = bootstrap_ci(len(y), lambda idx, cos=cos, y=y: spearman_rows(cos[idx], y[idx]),  # idx (B, n) -> (B,)
+                         n_boot=ctx.n_boot, seed=ctx.seed, vectorized=True)
         per_example[f"cos.{name}"], per_example[f"score.{name}"] = cos, y
         metrics[f"spearman.{name}"] = metric_entry(
             b.value, b.low, b.high, len(y), label=f"Spearman(cosine, human), {name}",

@@ -168,7 +168,8 @@ def balance_group(c: Ctx, sem: dict | None, lex: dict | None) -> None:
     if not sem["chance"] < 1.0:
         c.notes.append("balance.normalised skipped: the majority floor already scores 1")
         return
-    spec = {"type": "difference", "a": {"type": "normalised", "a": sem["spec"], "chance": sem["chance"], "ceiling": 1.0},
+    spec = {"type": "difference",
+            "a": {"type": "normalised", "a": sem["spec"], "chance": sem["chance"], "ceiling": 1.0},
             "b": {"type": "normalised", "a": lex["spec"], "chance": 0.5, "ceiling": 1.0}}
     c.add("balance.normalised", spec)
     c.floors["balance.normalised"] = {"majority": 0.0, "length_only": probes.normalised_balance(

@@ -138,7 +138,8 @@ def _prepare(enc: TextEncoder, task: str, *, glue_dir, faithful, max_examples, m
         ids_b = None if not sp.is_pair else [e.ids for e in ref_tok.encode_batch(list(sp.text_b),
                                                                                   add_special_tokens=False)]
         ref_ids[name] = ids_a if ids_b is None else [a + b for a, b in zip(ids_a, ids_b)]
-        ref_len[name] = (np.array([len(i) for i in ids_a]), None if ids_b is None else np.array([len(i) for i in ids_b]))
+        ref_len[name] = (np.array([len(i) for i in ids_a]),
+                         None if ids_b is None else np.array([len(i) for i in ids_b]))
     special = {ref_tok.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")} - {None}
     return Prepared(data, train, report, joint, sides, ref_ids, ref_len, special,
                      time.perf_counter() - t0, n_enc, ref_tok.id_to_token)
@@ -220,7 +221,8 @@ def _identity(spec_str: str, enc: TextEncoder) -> dict:
 
 def _claimed_by(out: Path) -> dict | None:
     """The identity recorded in ``out`` (encoder.json, summary.json, else any task result), or None."""
-    cand = [out / "encoder.json", out / "summary.json"] + sorted(p for p in out.glob("*/*.json") if p.parent.name not in (FLOOR_DIRNAME, "extras"))
+    cand = [out / "encoder.json", out / "summary.json"] + sorted(
+        p for p in out.glob("*/*.json") if p.parent.name not in (FLOOR_DIRNAME, "extras"))
     for p in cand:
         if p.is_file():
             try:
@@ -340,7 +342,8 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
     (seed ``floor_seed``) and store its values as ``floors.random_init``; cached under
     ``floor_cache`` (default ``out_dir/random_init``; pass one shared folder to reuse it across
     runs). ``content_max_df``: the largest train document frequency of a content-word target
-    (:func:`~predrecon.eval.metrics.lexical.content_vocabulary`). ``out_dir`` holding another encoder's results is refused with ``ValueError``.
+    (:func:`~predrecon.eval.metrics.lexical.content_vocabulary`). ``out_dir`` holding another
+    encoder's results is refused with ``ValueError``.
     ``spec_name``: the spec recorded for an already loaded encoder (default: the spec
     string, else ``enc.name``). Returns the per-(task, pooling) result dicts (as written, without per-example vectors).
     Memory: token states are cached as float32, about ``tokens * D * 4`` bytes per encoded
@@ -369,7 +372,8 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
     # the directory's owner, written before any result (summary.json only at the end: its presence
     # marks a finished evaluation)
     (out / "encoder.json").write_text(json.dumps(jsonable(base), indent=1))
-    floors = _Floors(enc, floor_seed, Path(floor_cache) if floor_cache else out / FLOOR_DIRNAME) if random_floor else None
+    floor_dir = Path(floor_cache) if floor_cache else out / FLOOR_DIRNAME
+    floors = _Floors(enc, floor_seed, floor_dir) if random_floor else None
     run_kw = dict(glue_dir=glue_dir, faithful=faithful, max_examples=max_examples, max_train=max_train,
                   batch_size=batch_size, max_len=max_len, ref_tok=ref_tok)
     settings = {"faithful": faithful, "max_len": max_len, "pooler_epochs": pooler_epochs,
