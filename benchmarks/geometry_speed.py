@@ -1,7 +1,7 @@
 """Timing of the geometry suite on a 10k x 768 matrix (a timing script, not a test).
 
 Run: ``.venv/bin/python benchmarks/geometry_speed.py [--threads N] [--repeats R]``. Prints the
-wall time of :func:`predrecon.eval.geometry.geometry_suite` (with class labels) per repeat and
+wall time of :func:`predrecon.eval.metrics.geometry.geometry_suite` (with class labels) per repeat and
 the median; the target on an idle machine is about 1-2 s single-threaded.
 """
 
@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from predrecon.eval import geometry as g
+from predrecon.eval.metrics import geometry as g
 
 
 def main() -> None:

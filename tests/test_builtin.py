@@ -12,8 +12,8 @@ import zlib
 import numpy as np
 import pytest
 
-from predrecon.eval import builtin
-from predrecon.eval.tasks import available_tasks, get_task
+from predrecon.eval.tasks import builtin
+from predrecon.eval.tasks.registry import available_tasks, get_task
 
 
 def _has(pkg: str) -> bool:

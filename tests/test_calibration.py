@@ -21,7 +21,7 @@ import math
 import numpy as np
 import pytest
 
-from predrecon.eval import stats as st
+from predrecon.eval.metrics import stats as st
 
 ALPHA = 0.05
 
@@ -94,9 +94,9 @@ def test_seed_vs_seed_null_random_inits_of_one_recipe():
 
     from predrecon.config import ModelConfig
     from predrecon.data.tokenizer import SpecialIds, load_tokenizer
-    from predrecon.eval import geometry
-    from predrecon.eval.encoders import PredreconTextEncoder
-    from predrecon.eval.pooling import MaxPooler, MeanPooler
+    from predrecon.eval.encode.encoders import PredreconTextEncoder
+    from predrecon.eval.encode.pooling import MaxPooler, MeanPooler
+    from predrecon.eval.metrics import geometry
     from predrecon.model.encoder import Encoder
 
     rng = np.random.default_rng(0)

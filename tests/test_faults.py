@@ -9,7 +9,7 @@ import pytest
 
 from predrecon.cli import error_line, main
 from predrecon.data.tokenizer import TokenizerError, load_tokenizer
-from predrecon.eval.glue import read_tsv
+from predrecon.eval.tasks.glue import read_tsv
 
 from fixtures_data import build_tiny, make_docs
 

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from predrecon.eval.fewshot import fewshot_curve, fit_probe, mean_ci, pair_features, plot_fewshot, sample_k_per_class
+from predrecon.eval.metrics.fewshot import (
+    fewshot_curve,
+    fit_probe,
+    mean_ci,
+    pair_features,
+    plot_fewshot,
+    sample_k_per_class,
+)
 
 
 def blobs(n_per_class: int, n_classes: int = 4, dim: int = 64, sep: float = 0.6, seed: int = 0):

@@ -1,4 +1,4 @@
-"""Closed-form and property tests for predrecon.eval.geometry."""
+"""Closed-form and property tests for predrecon.eval.metrics.geometry."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
-from predrecon.eval import geometry as g
+from predrecon.eval.metrics import geometry as g
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from predrecon.eval import glue
-from predrecon.eval.tasks import available_tasks, get_task
+from predrecon.eval.tasks import glue
+from predrecon.eval.tasks.registry import available_tasks, get_task
 
 SST2 = "sentence\tlabel\nit 's a charming journey . \t1\nbleak and desperate \t0\nhe said \"yes \t1\n"
 COLA = "gj04\t1\t\tThe sailors rode the breeze.\ngj04\t0\t*\tThe rope stretched the weights.\nx\t1\t\tLast line"
@@ -115,7 +115,8 @@ def test_max_examples_and_max_train(gdir):
     ("stsb", "STS-B/dev.tsv", STSB + "2\tg\tf\ty\to\ts\ts\tA.\tB.\tfive\n", r"dev\.tsv:4: unparsable score 'five'"),
     ("stsb", "STS-B/dev.tsv", STSB + "2\tg\tf\ty\to\ts\ts\tA.\tB.\t7.5\n", r"dev\.tsv:4: score 7\.5 outside"),
     ("mrpc", "MRPC/train.tsv", MRPC.replace("#1 String", "First"), r"train\.tsv:1: header has no column '#1 String'"),
-    ("mnli", "MNLI/textfooler_1k/mnli_matched.tsv", MNLI_M + "maybe\tA .\tB .\n", r"mnli_matched\.tsv:4: unparsable label 'maybe'"),
+    ("mnli", "MNLI/textfooler_1k/mnli_matched.tsv", MNLI_M + "maybe\tA .\tB .\n",
+     r"mnli_matched\.tsv:4: unparsable label 'maybe'"),
 ])
 def test_malformed_rows_name_file_and_line(gdir, task, rel, bad, match):
     (gdir / rel).write_text(bad)

@@ -1,4 +1,4 @@
-"""Tests for predrecon.eval.probes on synthetic data with known answers."""
+"""Tests for predrecon.eval.metrics.probes on synthetic data with known answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from predrecon.eval import probes as pb
+from predrecon.eval.metrics import probes as pb
 
 SPECIAL = {0, 101, 102}  # [PAD], [CLS], [SEP] of bert-base-uncased
 
@@ -180,7 +180,7 @@ def test_headline_probe_beats_length_only_on_a_length_confounded_fixture():
 
 
 def test_glue_probe_selects_on_train_only_and_scores_with_the_metric():
-    from predrecon.eval.scores import f1, mcc
+    from predrecon.eval.metrics.scores import f1, mcc
 
     x, y = _separable(n=900, d=12, seed=3, margin=0.2)
     tr, te = slice(0, 300), slice(300, None)

@@ -17,7 +17,7 @@ from predrecon.data import sources
 from predrecon.data.shards import DatasetError, TokenDataset, build_shards
 from predrecon.data.sources import SourceError
 from predrecon.data.tokenizer import TokenizerError, encode_batch
-from predrecon.eval import glue
+from predrecon.eval.tasks import glue
 
 from fixtures_data import make_docs, tiny_tokenizer
 

@@ -12,8 +12,15 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from predrecon.eval import stats
-from predrecon.eval.report import EQUIV_MARGIN, FIXED_NETWORKS, HEADLINE, NO_CONCLUSION, bootstrap_difference, compare
+from predrecon.eval.metrics import stats
+from predrecon.eval.report.report import (
+    EQUIV_MARGIN,
+    FIXED_NETWORKS,
+    HEADLINE,
+    NO_CONCLUSION,
+    bootstrap_difference,
+    compare,
+)
 
 N = 40
 
@@ -218,7 +225,7 @@ def test_verdict_counts_an_interval_reaching_the_floor_as_at_the_floor(tmp_path)
 def test_compare_renders_extras_with_the_same_rules(tmp_path):
     """An eval dir with an extras record: compare renders the section (Markdown and HTML), the
     extras' Spearman test has an empirical p (never 0) and no import cycle is needed."""
-    from predrecon.eval.extras import extra_record, metric_entry, save_record
+    from predrecon.eval.suites.extras import extra_record, metric_entry, save_record
 
     rng = np.random.default_rng(9)
     y = np.arange(N, dtype=float)
@@ -242,6 +249,6 @@ def test_compare_renders_extras_with_the_same_rules(tmp_path):
     import subprocess
     import sys
 
-    code = "import sys, predrecon.eval.extras_report; print('predrecon.eval.report' in sys.modules)"
+    code = "import sys, predrecon.eval.report.extras_report; print('predrecon.eval.report.report' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"

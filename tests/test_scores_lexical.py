@@ -1,4 +1,4 @@
-"""Task scores against scikit-learn, and the content-word lexical probe (predrecon.eval.lexical)."""
+"""Task scores against scikit-learn, and the content-word lexical probe (predrecon.eval.metrics.lexical)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
 
-from predrecon.eval import lexical as lx
-from predrecon.eval import scores as sc
+from predrecon.eval.metrics import lexical as lx
+from predrecon.eval.metrics import scores as sc
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -1,4 +1,4 @@
-"""Tests for predrecon.eval.stats: coverage, null calibration, power, hand examples."""
+"""Tests for predrecon.eval.metrics.stats: coverage, null calibration, power, hand examples."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from predrecon.eval import stats as st
+from predrecon.eval.metrics import stats as st
 
 
 def _mean_vec(x, axis=-1):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
-from predrecon.eval.tasks import Split, get_task, stratified_indices, stratified_subset
+from predrecon.eval.tasks.registry import Split, get_task, stratified_indices, stratified_subset
 
 
 @settings(max_examples=80, deadline=None)

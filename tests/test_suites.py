@@ -11,11 +11,11 @@ import pytest
 from scipy import stats as sps
 
 from predrecon.eval import records
-from predrecon.eval.extras import extra_record, metric_entry
-from predrecon.eval.extras_report import _paired as extras_paired
-from predrecon.eval.extras_report import _seeds as extras_seeds
 from predrecon.eval.records import check_entries, entry, paired_entry_test, seed_test
-from predrecon.eval.suites import SUITES, evaluate, parse_suites
+from predrecon.eval.report.extras_report import _paired as extras_paired
+from predrecon.eval.report.extras_report import _seeds as extras_seeds
+from predrecon.eval.suites.extras import extra_record, metric_entry
+from predrecon.eval.suites.registry import SUITES, evaluate, parse_suites
 
 
 def test_registry_names_families_and_parse():
@@ -119,7 +119,7 @@ def test_cli_eval_suites_flag(tmp_path):
 def test_schema_1_extras_record_reads_into_the_contract(tmp_path):
     import json
 
-    from predrecon.eval.extras import load_record
+    from predrecon.eval.suites.extras import load_record
 
     old = {"extra": "similarity", "schema": 1, "metrics": {"spearman.s": {
         "value": 0.5, "low": 0.4, "high": None, "n": 3, "label": "rho", "interval": "bootstrap over pairs",

@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from predrecon.eval.tasks import get_task, task_loader
-from predrecon.eval.userfile import UserFileError, load_file_task
+from predrecon.eval.tasks.registry import get_task, task_loader
+from predrecon.eval.tasks.userfile import UserFileError, load_file_task
 
 ROWS = [  # (text, text_b, class, score)
     ("a fine, warm film", "a warm film", "pos", 4.5),
@@ -142,7 +142,7 @@ KW = dict(max_examples=30, max_train=60, n_boot=20, n_boot_geometry=0, max_len=3
 def test_a_file_task_gets_the_metrics_and_floors_of_the_same_builtin_task(tmp_path):
     """The fixture GLUE SST-2 and STS-B files read as file: tasks give, metric by metric, the
     values, intervals and floors of the built-in sst2 / stsb tasks on the same rows."""
-    from predrecon.eval.runner import evaluate, load_result
+    from predrecon.eval.suites.runner import evaluate, load_result
     from test_runner_report import tiny_encoder, write_fixture_glue
 
     glue = write_fixture_glue(tmp_path / "glue", n_train=60, n_dev=30)

@@ -180,11 +180,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.suites import evaluate, parse_suites
+    from .eval.suites.registry import evaluate, parse_suites
 
     suites = parse_suites(args.suites)
     _out_dir(args.out)
-    from .eval.tasks import get_task
+    from .eval.tasks.registry import get_task
 
     for spec in _csv(args.tasks):  # a user file's errors before the encoder loads and --out is claimed
         if spec.startswith("file:"):
@@ -198,7 +198,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .eval.report import compare
+    from .eval.report.report import compare
 
     _out_dir(args.out)
     if args.arm:

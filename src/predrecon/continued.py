@@ -99,9 +99,9 @@ def evaluate_reference(cfg: RunConfig, out: Path, *, seeds: int, tasks: list[str
                        extras: tuple[str, ...], eval_kw: dict[str, Any], progress: bool) -> list[str]:
     """Export and evaluate the untouched checkpoint once (seed 0, the floor cache shared with the
     trained arms); returns its eval directory repeated ``seeds`` times (the arm's group)."""
-    from .eval.encoders import load_text_encoder
-    from .eval.extras import run_extras
-    from .eval.runner import evaluate
+    from .eval.encode.encoders import load_text_encoder
+    from .eval.suites.extras import run_extras
+    from .eval.suites.runner import evaluate
 
     run_dir = out / "arms" / REFERENCE_ARM / "seed0"
     enc_dir = reference_encoder(cfg, run_dir)

@@ -192,10 +192,10 @@ def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm"
     """Run (or resume) the whole experiment; returns the comparison summary. ``init`` (``hf:DIR``,
     ``hf:minilm``): continue that checkpoint in every arm and add the untouched checkpoint as the
     reference arm (:mod:`predrecon.continued`)."""
-    from .eval.encoders import load_text_encoder
-    from .eval.extras import run_extras
-    from .eval.report import compare
-    from .eval.runner import evaluate
+    from .eval.encode.encoders import load_text_encoder
+    from .eval.report.report import compare
+    from .eval.suites.extras import run_extras
+    from .eval.suites.runner import evaluate
     from .train.export import export_encoder
     from .train.loop import train
 
@@ -324,7 +324,7 @@ def _pick(row: dict, side: str) -> str:
 
 
 def _num(v: Any) -> str:
-    from .eval.report import _fmt
+    from .eval.report.report import _fmt
 
     try:
         return _fmt(float(v))
@@ -349,7 +349,7 @@ def ensure_dataset(source: str, out: Path, progress: bool = True) -> Path:
 
 def default_tasks(glue_dir: str | None) -> list[str]:
     """GLUE's five tasks when a GLUE directory is found, else the built-in labelled sets."""
-    from .eval.glue import resolve_glue_dir
+    from .eval.tasks.glue import resolve_glue_dir
 
     try:
         resolve_glue_dir(glue_dir)

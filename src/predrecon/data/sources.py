@@ -352,7 +352,7 @@ def read_wiki_leads(lang: str = "en-us", exclude_eval: bool = False) -> Iterator
     p = wiki_leads_path(lang)
     held_out = None
     if exclude_eval:
-        from ..eval.builtin import wiki_topic_split
+        from ..eval.tasks.builtin import wiki_topic_split
 
         held_out = wiki_topic_split
     try:

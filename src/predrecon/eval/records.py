@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import geometry, stats
-from .scores import SCORES
+from .metrics import geometry, stats
+from .metrics.scores import SCORES
 
 
 def _nanmean(a: np.ndarray) -> np.ndarray | float:
@@ -51,7 +51,7 @@ def make_statistic(spec: dict, per_example: dict, *, embeddings: np.ndarray | No
 
     Recipes: ``{"type": "mean", "key": k}`` (mean of ``per_example[k]`` ignoring NaN = not
     evaluated), ``{"type": "score", "score": s, "pred": k, "target": k2}`` (a score of
-    :data:`predrecon.eval.scores.SCORES` of predictions against targets),
+    :data:`predrecon.eval.metrics.scores.SCORES` of predictions against targets),
     ``{"type": "spearman", "pred": k, "target": k2}`` (rows with NaN dropped),
     ``{"type": "difference"|"ratio", "a": recipe, "b": recipe}``, ``{"type": "normalised",
     "a": recipe, "chance": c, "ceiling": h}`` (``(a - c) / (h - c)``), ``{"type": "geometry",
@@ -123,7 +123,7 @@ def safe_suite(x: np.ndarray, labels: np.ndarray | None, seed: int) -> dict:
 
 
 def bootstrap_indices(n: int, n_boot: int, seed: int) -> list[np.ndarray]:
-    """The resamples of :func:`predrecon.eval.stats.paired_bootstrap_test` for (n, n_boot, seed)."""
+    """The resamples of :func:`predrecon.eval.metrics.stats.paired_bootstrap_test` for (n, n_boot, seed)."""
     rng = np.random.default_rng(seed)
     return [rng.integers(0, n, size=n) for _ in range(n_boot)]
 
@@ -236,7 +236,7 @@ def load_result(path: str | Path) -> dict:
 
 def bootstrap_difference(stat_a, stat_b, n: int, n_boot: int, seed: int, ci: float = 0.95) -> dict:
     """Paired bootstrap over examples of ``stat_a(idx) - stat_b(idx)`` for two fixed networks
-    (:func:`~predrecon.eval.stats.paired_bootstrap_test`): percentile interval and the empirical
+    (:func:`~predrecon.eval.metrics.stats.paired_bootstrap_test`): percentile interval and the empirical
     two-sided p, ``(1 + #{|d_b - d| >= |d|}) / (B + 1)``, so p is 1 for identical inputs, never
     0 and never below ``1 / (B + 1)``. Returns ``{diff, diff_low, diff_high, p, p_floor,
     n_resamples, test, replicates}`` (replicates: the B differences, for equivalence tests)."""
@@ -250,7 +250,7 @@ def paired_entry_test(spec: dict, pe_a: dict, pe_b: dict, n: int, *, n_boot: int
     """The paired test of one metric of two fixed networks on the same ``n`` examples, from the
     stored ``per_example`` vectors and the entry's ``resample`` recipe ``spec`` (every suite):
     ``mean`` recipes get the sign-flip permutation test
-    (:func:`~predrecon.eval.stats.paired_permutation_test`) with a percentile bootstrap interval
+    (:func:`~predrecon.eval.metrics.stats.paired_permutation_test`) with a percentile bootstrap interval
     of the mean difference; other recipes (scores, Spearman, differences, ratios) the paired
     bootstrap of :func:`bootstrap_difference`. Geometry recipes are the caller's (they need the
     embeddings). Returns ``{diff, diff_low, diff_high, p, test, p_floor, n_resamples,
@@ -277,7 +277,7 @@ def paired_entry_test(spec: dict, pe_a: dict, pe_b: dict, n: int, *, n_boot: int
 
 def seed_test(va: list[float], vb: list[float]) -> dict:
     """The seed test (claims about objectives): arm means with Student-t intervals across seeds
-    and Welch's t-test of the difference with its interval (:func:`~predrecon.eval.stats.welch_test`);
+    and Welch's t-test of the difference with its interval (:func:`~predrecon.eval.metrics.stats.welch_test`);
     NaN entries are dropped; p is NaN and ``test`` 'none' when an arm has no value. Returns
     ``{value_a, low_a, high_a, value_b, low_b, high_b, diff, diff_low, diff_high, p, test, n_a, n_b,
     values_a, values_b}``."""

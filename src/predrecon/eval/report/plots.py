@@ -1,4 +1,4 @@
-"""Figures for :func:`predrecon.eval.report.compare` (matplotlib, Agg backend, PNG files).
+"""Figures for :func:`predrecon.eval.report.report.compare` (matplotlib, Agg backend, PNG files).
 
 :func:`make_figures` draws eigenspectra (log-log), alignment vs uniformity, probe scores with
 intervals, the pooling ablation and per-task differences with intervals, and returns
@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import stats  # noqa: E402
+from ..metrics import stats  # noqa: E402
 
 POOLING_ORDER = ("mean", "max", "cls", "weighted", "attention")
 MARKERS = "osD^vP*Xh"

@@ -4,21 +4,21 @@
 way and computes, on the task's reported split (``TaskData.report_split``, GLUE dev, or a
 seeded stratified subset of it — never the first rows):
 
-* ``geometry.*`` — :func:`~predrecon.eval.geometry.geometry_suite` (uniformity, anisotropy,
+* ``geometry.*`` — :func:`~predrecon.eval.metrics.geometry.geometry_suite` (uniformity, anisotropy,
   spectra: effective rank, RankMe on the uncentred matrix, sigma^2 spectral entropy, power-law
   alpha and its R^2 on a fixed rank range; the paper's same-class ``alignment_paper``) and,
   for pair tasks, ``geometry.alignment`` on real positive pairs (MRPC paraphrases, MNLI
   entailments, STS-B pairs scoring >= 4): their mean squared distance over that of all
-  non-matching pairs (:func:`~predrecon.eval.geometry.pair_alignment`);
-* ``probe.glue`` — the headline probe (:func:`~predrecon.eval.probes.glue_probe`): standardised
+  non-matching pairs (:func:`~predrecon.eval.metrics.geometry.pair_alignment`);
+* ``probe.glue`` — the headline probe (:func:`~predrecon.eval.metrics.probes.glue_probe`): standardised
   features, L2 logistic regression (Ridge for regression) with C / alpha chosen on a held-out
   20 % of train, scored with GLUE's own metric (:data:`~predrecon.eval.names.GLUE_METRIC`);
   ``probe.<score>`` beside it (accuracy, F1, MCC, balanced accuracy; Pearson, Spearman).
   Features: the pooled text, or for pairs ``[u; v; |u-v|; u*v]`` of the pooled sides;
 * ``lexical.content_auc`` — recovery of mid-frequency content wordpieces, macro-AUC
-  (:mod:`~predrecon.eval.lexical`), with ``lexical.bow_ceiling`` (the same probe on the true
+  (:mod:`~predrecon.eval.metrics.lexical`), with ``lexical.bow_ceiling`` (the same probe on the true
   bag of words);
-* ``balance.normalised`` — :func:`~predrecon.eval.probes.normalised_balance` of ``probe.glue``
+* ``balance.normalised`` — :func:`~predrecon.eval.metrics.probes.normalised_balance` of ``probe.glue``
   and ``lexical.content_auc``;
 * ``semantic.sts_zero_shot`` — STS: Spearman of cos(u, v);
 * faithful replicas of the paper (flag ``faithful_replica``): ``linear_probe.paper`` (mean
@@ -28,8 +28,8 @@ seeded stratified subset of it — never the first rows):
 
 Floors (``floors`` of a metric entry): ``majority`` (train majority class / train mean, scored
 with the same metric; 0.5 for AUCs), ``length_only`` (the same probe on token counts of each
-side, :func:`~predrecon.eval.probes.length_features`) and ``random_init`` (the whole evaluation
-repeated on the same-shape random-init encoder, :func:`~predrecon.eval.encoders.random_init_like`,
+side, :func:`~predrecon.eval.metrics.probes.length_features`) and ``random_init`` (the whole evaluation
+repeated on the same-shape random-init encoder, :func:`~predrecon.eval.encode.encoders.random_init_like`,
 seed ``floor_seed``; cached under ``floor_cache`` keyed by its weights, tokenizer, task examples
 and settings, so the seeds of an experiment share it).
 
@@ -37,7 +37,7 @@ Intervals: every metric is ``{value, low, high}`` from a bootstrap over examples
 reported split. Probes are never refit: their per-example predictions (or correctness, or AUC
 placement values) are resampled by the recipe in ``resample`` (:func:`make_statistic`).
 Geometry metrics are recomputed on ``n_boot_geometry`` resamples drawn like
-:func:`~predrecon.eval.stats.paired_bootstrap_test` (``default_rng(seed).integers(0, n, n)``
+:func:`~predrecon.eval.metrics.stats.paired_bootstrap_test` (``default_rng(seed).integers(0, n, n)``
 per replicate); the replicate values are stored for ``compare``. A resample holds only ~63 %
 distinct rows, which biases pairwise and rank metrics; geometry intervals are therefore
 *bias-corrected percentile* intervals (``bootstrap_bias``) and remain approximate.
@@ -63,8 +63,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import geometry
-from .encoders import TextEncoder, load_text_encoder, random_init_like, reference_tokenizer, tokenizer_sha, weights_sha
+from ..encode.encoders import (
+    TextEncoder,
+    load_text_encoder,
+    random_init_like,
+    reference_tokenizer,
+    tokenizer_sha,
+    weights_sha,
+)
+from ..encode.pooling import POOLINGS, build_pooler
+from ..metrics import geometry
+from ..names import DEFAULT_POOLINGS
+from ..records import bootstrap_indices, entry, jsonable, load_result, make_statistic, safe_suite, vectorized
+from ..tasks.registry import SUBSET_SEED, Split, TaskData, get_task, stratified_subset
 from .groups import (
     Ctx,
     Prepared,
@@ -78,10 +89,6 @@ from .groups import (
     semantic_paper_group,
     sts_zero_shot_group,
 )
-from .names import DEFAULT_POOLINGS
-from .pooling import POOLINGS, build_pooler
-from .records import bootstrap_indices, entry, jsonable, load_result, make_statistic, safe_suite, vectorized
-from .tasks import SUBSET_SEED, Split, TaskData, get_task, stratified_subset
 
 RESULT_VERSION = 2
 FLOOR_DIRNAME = "random_init"
@@ -95,7 +102,7 @@ __all__ = ["DEFAULT_POOLINGS", "evaluate", "load_result", "make_statistic", "boo
 def _load(task: str, glue_dir, max_examples: int | None) -> TaskData:
     import inspect
 
-    from .tasks import task_loader
+    from ..tasks.registry import task_loader
 
     params = inspect.signature(task_loader(task)).parameters  # raises on unknown names, loads no data
     kw = {k: v for k, v in (("glue_dir", glue_dir), ("max_examples", max_examples)) if k in params}
@@ -131,7 +138,8 @@ def _prepare(enc: TextEncoder, task: str, *, glue_dir, faithful, max_examples, m
         ids_b = None if not sp.is_pair else [e.ids for e in ref_tok.encode_batch(list(sp.text_b),
                                                                                   add_special_tokens=False)]
         ref_ids[name] = ids_a if ids_b is None else [a + b for a, b in zip(ids_a, ids_b)]
-        ref_len[name] = (np.array([len(i) for i in ids_a]), None if ids_b is None else np.array([len(i) for i in ids_b]))
+        ref_len[name] = (np.array([len(i) for i in ids_a]),
+                         None if ids_b is None else np.array([len(i) for i in ids_b]))
     special = {ref_tok.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")} - {None}
     return Prepared(data, train, report, joint, sides, ref_ids, ref_len, special,
                      time.perf_counter() - t0, n_enc, ref_tok.id_to_token)
@@ -213,7 +221,8 @@ def _identity(spec_str: str, enc: TextEncoder) -> dict:
 
 def _claimed_by(out: Path) -> dict | None:
     """The identity recorded in ``out`` (encoder.json, summary.json, else any task result), or None."""
-    cand = [out / "encoder.json", out / "summary.json"] + sorted(p for p in out.glob("*/*.json") if p.parent.name not in (FLOOR_DIRNAME, "extras"))
+    cand = [out / "encoder.json", out / "summary.json"] + sorted(
+        p for p in out.glob("*/*.json") if p.parent.name not in (FLOOR_DIRNAME, "extras"))
     for p in cand:
         if p.is_file():
             try:
@@ -327,13 +336,14 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
     (joined "s1 [SEP] s2" without attention mask, untrained weighted/attention poolings) and its
     CV-on-dev probes beside the headline ones. ``max_examples`` / ``max_train``: seeded
     stratified subsets (by class; STS-B by genre) of the reported split / train, drawn with
-    :data:`~predrecon.eval.tasks.SUBSET_SEED` so every encoder and seed sees the same examples.
+    :data:`~predrecon.eval.tasks.registry.SUBSET_SEED` so every encoder and seed sees the same examples.
     ``n_boot``: bootstrap resamples for probe metrics; ``n_boot_geometry``: for geometry (each
     recomputes the suite). ``random_floor``: also evaluate the same-shape random-init encoder
     (seed ``floor_seed``) and store its values as ``floors.random_init``; cached under
     ``floor_cache`` (default ``out_dir/random_init``; pass one shared folder to reuse it across
     runs). ``content_max_df``: the largest train document frequency of a content-word target
-    (:func:`~predrecon.eval.lexical.content_vocabulary`). ``out_dir`` holding another encoder's results is refused with ``ValueError``.
+    (:func:`~predrecon.eval.metrics.lexical.content_vocabulary`). ``out_dir`` holding another
+    encoder's results is refused with ``ValueError``.
     ``spec_name``: the spec recorded for an already loaded encoder (default: the spec
     string, else ``enc.name``). Returns the per-(task, pooling) result dicts (as written, without per-example vectors).
     Memory: token states are cached as float32, about ``tokens * D * 4`` bytes per encoded
@@ -362,7 +372,8 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
     # the directory's owner, written before any result (summary.json only at the end: its presence
     # marks a finished evaluation)
     (out / "encoder.json").write_text(json.dumps(jsonable(base), indent=1))
-    floors = _Floors(enc, floor_seed, Path(floor_cache) if floor_cache else out / FLOOR_DIRNAME) if random_floor else None
+    floor_dir = Path(floor_cache) if floor_cache else out / FLOOR_DIRNAME
+    floors = _Floors(enc, floor_seed, floor_dir) if random_floor else None
     run_kw = dict(glue_dir=glue_dir, faithful=faithful, max_examples=max_examples, max_train=max_train,
                   batch_size=batch_size, max_len=max_len, ref_tok=ref_tok)
     settings = {"faithful": faithful, "max_len": max_len, "pooler_epochs": pooler_epochs,

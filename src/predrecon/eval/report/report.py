@@ -1,13 +1,13 @@
 """Compare evaluated encoders: the seed test or paired tests, test families, floors, a verdict,
 and a Markdown/HTML report.
 
-:func:`compare` reads eval directories written by :func:`predrecon.eval.runner.evaluate`.
+:func:`compare` reads eval directories written by :func:`predrecon.eval.suites.runner.evaluate`.
 
 * Several directories per arm (``{"hybrid": [s0, ..., s4], "mlm": [...]}``): claims about
   **objectives**. Per metric, one value per seed and arm; Welch's t-test across seeds
-  (:func:`~predrecon.eval.stats.welch_test`), arm means with t-intervals. The report states the
-  test's power (:func:`~predrecon.eval.stats.detectable_effect`) and its false-positive rate on
-  a null matched to the design (:func:`~predrecon.eval.stats.seed_null_fpr`).
+  (:func:`~predrecon.eval.metrics.stats.welch_test`), arm means with t-intervals. The report states the
+  test's power (:func:`~predrecon.eval.metrics.stats.detectable_effect`) and its false-positive rate on
+  a null matched to the design (:func:`~predrecon.eval.metrics.stats.seed_null_fpr`).
 * One directory per arm (``[dir_a, dir_b]``): **two fixed networks**, paired over the same
   examples. Per-example scores get a sign-flip permutation test, other metrics a paired
   bootstrap with an empirical p (:func:`bootstrap_difference`; geometry from the runner's stored
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import stats
-from .records import (
+from ..metrics import stats
+from ..records import (
     bootstrap_difference,
     bootstrap_indices,
     jsonable,
@@ -473,7 +473,7 @@ def compare(eval_dirs_or_groups: Sequence[str | Path] | Mapping[str, str | Path 
 
     figures = make_figures(runs, comparison, out / "figures")
     extras = None
-    from .suites import SUITES  # the exploratory suites' records, read with the same tests
+    from ..suites.registry import SUITES  # the exploratory suites' records, read with the same tests
 
     others = [s.records for s in SUITES.values() if s.family == "exploratory"]
     if any(any(p.glob(g)) for dirs in arms.values() for p in dirs for g in others):

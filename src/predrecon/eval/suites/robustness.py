@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from predrecon.eval.fewshot import EmbedFn, embed_texts, fit_probe, mean_ci, pair_features
-from predrecon.eval.tasks import Split, TaskData
+from predrecon.eval.metrics.fewshot import EmbedFn, embed_texts, fit_probe, mean_ci, pair_features
+from predrecon.eval.tasks.registry import Split, TaskData
 
 PerturbFn = Callable[[str, float, np.random.Generator], str]
 

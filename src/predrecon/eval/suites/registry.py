@@ -1,12 +1,12 @@
 """Evaluation suites: one entry point, :func:`evaluate`, with suites plugged in by name.
 
 :data:`SUITES` maps a name to a :class:`Suite`. ``paper`` is the paper's evaluation
-(:func:`predrecon.eval.runner.evaluate`: GLUE tasks x poolings, floors, the headline family);
+(:func:`predrecon.eval.suites.runner.evaluate`: GLUE tasks x poolings, floors, the headline family);
 ``fewshot``, ``robustness``, ``crosslingual`` and ``similarity`` are the evaluations beyond the
-paper (:data:`predrecon.eval.extras.EXTRAS`, run together by
-:func:`predrecon.eval.extras.run_extras` so each distinct text is encoded once). Every suite
+paper (:data:`predrecon.eval.suites.extras.EXTRAS`, run together by
+:func:`predrecon.eval.suites.extras.run_extras` so each distinct text is encoded once). Every suite
 writes metric entries of the one record contract (:func:`predrecon.eval.records.entry`), which
-:func:`predrecon.eval.report.compare` reads with the same statistics (the seed test or the
+:func:`predrecon.eval.report.report.compare` reads with the same statistics (the seed test or the
 paired tests of :mod:`predrecon.eval.records`); the paper suite's rows form the headline family,
 the other suites' rows the exploratory tables.
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .encoders import TextEncoder, load_text_encoder
-from .names import DEFAULT_POOLINGS
+from ..encode.encoders import TextEncoder, load_text_encoder
+from ..names import DEFAULT_POOLINGS
 
 #: The GLUE tasks of the paper suite by default (as ``predrecon eval --tasks``).
 DEFAULT_TASKS: tuple[str, ...] = ("sst2", "mrpc", "mnli", "cola", "stsb")
@@ -68,9 +68,9 @@ def _params(fn_path: str) -> tuple[str, ...]:
 
 
 def _registry() -> dict[str, Suite]:
-    paper_kw = tuple(p for p in _params("predrecon.eval.runner.evaluate")
+    paper_kw = tuple(p for p in _params("predrecon.eval.suites.runner.evaluate")
                      if p not in ("tasks", "poolings", "out_dir"))
-    extra_kw = tuple(p for p in _params("predrecon.eval.extras.run_extras") if p not in ("extras", "out_dir"))
+    extra_kw = tuple(p for p in _params("predrecon.eval.suites.extras.run_extras") if p not in ("extras", "out_dir"))
     out = {"paper": Suite("paper", "headline", _run_paper, "*/*.json", paper_kw)}
     for name in ("fewshot", "robustness", "crosslingual", "similarity"):
         out[name] = Suite(name, "exploratory", _extra_runner(name), f"extras/{name}.json", extra_kw)
@@ -108,7 +108,7 @@ def evaluate(encoder: str | TextEncoder, suites: str | Sequence[str] = ("paper",
     ``draws``, ``rates`` to the extras); a keyword no chosen suite accepts raises ``TypeError``
     naming it. ``suite_kw``: ``{suite: {kw: value}}`` for one suite only (e.g. a different
     ``max_train`` for ``fewshot``). Extras share one text cache when run in one call of
-    :func:`predrecon.eval.extras.run_extras` (unless ``suite_kw`` sets one of them apart).
+    :func:`predrecon.eval.suites.extras.run_extras` (unless ``suite_kw`` sets one of them apart).
     """
     names = parse_suites(suites)
     suite_kw = dict(suite_kw or {})

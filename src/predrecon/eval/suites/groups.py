@@ -1,6 +1,6 @@
 """Metric groups of one (task, pooling): each fills the shared :class:`Ctx` with per-example
 vectors, metric entries (via the recipes of :mod:`predrecon.eval.records`) and floors.
-Definitions are documented in :mod:`predrecon.eval.runner`."""
+Definitions are documented in :mod:`predrecon.eval.suites.runner`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import geometry, lexical, probes
-from .names import PROBE_SCORES, glue_metric, metric_info
-from .records import interval_entry, jsonable, nan_full
-from .scores import SCORES
-from .tasks import Split, TaskData
+from ..metrics import geometry, lexical, probes
+from ..metrics.scores import SCORES
+from ..names import PROBE_SCORES, glue_metric, metric_info
+from ..records import interval_entry, jsonable, nan_full
+from ..tasks.registry import Split, TaskData
 
 #: positive pairs for ``geometry.alignment``: the label of a positive pair per task;
 #: regression tasks: gold score >= POSITIVE_SCORE.
@@ -168,7 +168,8 @@ def balance_group(c: Ctx, sem: dict | None, lex: dict | None) -> None:
     if not sem["chance"] < 1.0:
         c.notes.append("balance.normalised skipped: the majority floor already scores 1")
         return
-    spec = {"type": "difference", "a": {"type": "normalised", "a": sem["spec"], "chance": sem["chance"], "ceiling": 1.0},
+    spec = {"type": "difference",
+            "a": {"type": "normalised", "a": sem["spec"], "chance": sem["chance"], "ceiling": 1.0},
             "b": {"type": "normalised", "a": lex["spec"], "chance": 0.5, "ceiling": 1.0}}
     c.add("balance.normalised", spec)
     c.floors["balance.normalised"] = {"majority": 0.0, "length_only": probes.normalised_balance(

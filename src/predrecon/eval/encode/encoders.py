@@ -277,7 +277,7 @@ def minilm_dir() -> Path:
 def reference_tokenizer() -> Tokenizer:
     """bert-base-uncased WordPiece (the paper's tokenizer, padding/truncation off); used for
     text-only labels (lexical probes) so that every encoder faces the same labels."""
-    from ..data.tokenizer import load_tokenizer
+    from ...data.tokenizer import load_tokenizer
 
     return load_tokenizer("bert-base-uncased")
 
@@ -295,7 +295,7 @@ def load_text_encoder(spec: str, *, device: str | None = None, seed: int = 0) ->
         return HFTextEncoder(minilm_dir(), name="minilm", device=device)
     if spec.startswith("hf:"):
         return HFTextEncoder(spec[3:], device=device)
-    from ..train.export import load_encoder, random_like
+    from ...train.export import load_encoder, random_like
 
     if spec.startswith("random:"):
         src = spec[len("random:"):]
@@ -317,7 +317,7 @@ def random_init_like(enc: TextEncoder, seed: int = 0) -> TextEncoder:
     fresh weights (``random_like``, torch seed ``seed``); Hugging Face encoders from their
     architecture config with random weights. Same tokenizer. Raises ``TypeError`` otherwise."""
     if isinstance(enc, PredreconTextEncoder):
-        from ..train.export import random_like
+        from ...train.export import random_like
 
         model = random_like(enc.model.cfg, enc.model.vocab_size, seed=seed)
         out = PredreconTextEncoder.__new__(PredreconTextEncoder)

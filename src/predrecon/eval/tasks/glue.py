@@ -8,7 +8,7 @@ Registered tasks: ``sst2``, ``cola``, ``mrpc``, ``stsb``, ``mnli`` (matched repo
                         # STS-B by genre); the paper took the first 2000
     max_train=None      # the same for train
 
-and returns a :class:`~predrecon.eval.tasks.TaskData` whose ``dev`` split (GLUE dev) is the
+and returns a :class:`~predrecon.eval.tasks.registry.TaskData` whose ``dev`` split (GLUE dev) is the
 reported split. Probes carve their own held-out part out of ``train`` for model selection.
 
 Directory resolution: ``glue_dir`` argument, else ``$PREDRECON_GLUE_DIR``, else
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tasks import Split, TaskData, register_task, stratified_subset
+from .registry import Split, TaskData, register_task, stratified_subset
 
 GLUE_ENV = "PREDRECON_GLUE_DIR"
 _REPO_ROOT = Path(__file__).resolve().parents[3]

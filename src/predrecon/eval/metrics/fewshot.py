@@ -1,7 +1,7 @@
 """Few-shot probes: accuracy of a linear probe trained on k labelled examples per class.
 
-Also home of the small probe/interval helpers shared by :mod:`predrecon.eval.robustness` and
-:mod:`predrecon.eval.builtin`: a standardised logistic-regression probe (:func:`fit_probe`),
+Also home of the small probe/interval helpers shared by :mod:`predrecon.eval.suites.robustness` and
+:mod:`predrecon.eval.tasks.builtin`: a standardised logistic-regression probe (:func:`fit_probe`),
 a bootstrap interval for a mean of per-example values (:func:`mean_ci`) and a checked call of
 an ``embed`` function (:func:`embed_texts`).
 """
@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from predrecon.eval.stats import bootstrap_ci, t_interval
+from predrecon.eval.metrics.stats import bootstrap_ci, t_interval
 
 EmbedFn = Callable[[list[str]], np.ndarray]
 
@@ -62,7 +62,7 @@ def fit_probe(x: np.ndarray, y: np.ndarray, C: float = 1.0, seed: int = 0,
 
 def mean_ci(values: np.ndarray, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> dict:
     """Mean of per-example ``values`` with a percentile bootstrap interval over examples
-    (:func:`predrecon.eval.stats.bootstrap_ci`). Returns ``{"value", "low", "high", "n"}``.
+    (:func:`predrecon.eval.metrics.stats.bootstrap_ci`). Returns ``{"value", "low", "high", "n"}``.
     """
     values = np.asarray(values, dtype=np.float64).ravel()
     if values.size == 0:

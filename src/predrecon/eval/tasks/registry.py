@@ -1,7 +1,7 @@
 """Labelled evaluation tasks: data containers and the task registry.
 
-Loaders live in :mod:`predrecon.eval.glue` (GLUE TSV layout) and
-:mod:`predrecon.eval.builtin` (sets shipped by registry packages); each registers itself here
+Loaders live in :mod:`predrecon.eval.tasks.glue` (GLUE TSV layout) and
+:mod:`predrecon.eval.tasks.builtin` (sets shipped by registry packages); each registers itself here
 with :func:`register_task`. ``get_task(name, **kw)`` raises on unknown names.
 """
 
@@ -132,10 +132,10 @@ class TaskData:
 TaskLoader = Callable[..., TaskData]
 TASKS: dict[str, TaskLoader] = {}
 #: Tasks named by a spec, ``SCHEME:REST`` -> ``loader(spec, **kw)`` (``file:PATH?...``: a user's
-#: own labelled file, :mod:`predrecon.eval.userfile`).
+#: own labelled file, :mod:`predrecon.eval.tasks.userfile`).
 TASK_SCHEMES: dict[str, Callable[..., TaskData]] = {}
 
-_LOADER_MODULES = ("predrecon.eval.glue", "predrecon.eval.builtin", "predrecon.eval.userfile")
+_LOADER_MODULES = ("predrecon.eval.tasks.glue", "predrecon.eval.tasks.builtin", "predrecon.eval.tasks.userfile")
 
 
 def register_task(name: str) -> Callable[[TaskLoader], TaskLoader]:

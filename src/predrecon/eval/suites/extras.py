@@ -3,7 +3,7 @@ perturbations, zero-shot cross-lingual topic transfer and zero-shot similarity.
 
 Registry :data:`EXTRAS` (name -> function); :func:`run_extras` runs a selection and writes one
 JSON per extra to ``out_dir/extras/<name>.json`` (plus ``fewshot.png``). Every file follows one
-schema (:func:`extra_record`), read by :func:`predrecon.eval.extras_report.compare_extras`:
+schema (:func:`extra_record`), read by :func:`predrecon.eval.report.extras_report.compare_extras`:
 
 ``{"extra", "schema", "encoder", "dim", "seed", "params", "seconds", "notes",
 "metrics": {name: entry}, "per_example": {key: [float]}, "details": {...}}``
@@ -40,13 +40,13 @@ import torch
 from scipy import stats as sps
 from threadpoolctl import threadpool_limits
 
-from .encoders import TextEncoder
-from .fewshot import EmbedFn, embed_texts, fit_probe, mean_ci, pair_features, plot_fewshot, sample_k_per_class
-from .pooling import build_pooler
-from .records import check_entries, entry, jsonable
+from ..encode.encoders import TextEncoder
+from ..encode.pooling import build_pooler
+from ..metrics.fewshot import EmbedFn, embed_texts, fit_probe, mean_ci, pair_features, plot_fewshot, sample_k_per_class
+from ..metrics.stats import bootstrap_ci, t_interval
+from ..records import check_entries, entry, jsonable
+from ..tasks.registry import TASKS, Split, TaskData, available_tasks, get_task, stratified_subset
 from .robustness import perturb_split
-from .stats import bootstrap_ci, t_interval
-from .tasks import TASKS, Split, TaskData, available_tasks, get_task, stratified_subset
 
 SCHEMA_VERSION = 2  # 2: entries of the shared record contract (method, better, floors)
 SUBSET_SEED = 20240607  # fixed subsets of train/test: the same examples for every arm and seed
@@ -231,7 +231,7 @@ def _row_cosine(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- the extras
 
 def extra_fewshot(ctx: _Context, *, task: str, ks: Sequence[int], draws: int, C: float = 1.0) -> dict:
-    """Few-shot linear probes (the :func:`~predrecon.eval.fewshot.fewshot_curve` protocol and
+    """Few-shot linear probes (the :func:`~predrecon.eval.metrics.fewshot.fewshot_curve` protocol and
     seeds), keeping each test example's accuracy over the draws for paired tests."""
     data, train, test = ctx.classification(task)
     x_train, x_test = _features(ctx.embed, train), _features(ctx.embed, test)
@@ -255,16 +255,16 @@ def extra_fewshot(ctx: _Context, *, task: str, ks: Sequence[int], draws: int, C:
         curve["accuracies"].append(accs.tolist())
         per_example[f"correct@k={k}"] = correct.mean(axis=0)  # fraction of draws right, (n,)
         metrics[f"accuracy@k={k}"] = metric_entry(
-            s.mean, s.low, s.high, len(y_test), label=f"accuracy, k={k} per class", method=f"t over {draws} draws", better="higher",
-            coords={"k": k}, resample={"type": "mean", "key": f"correct@k={k}"}, examples=ex)
+            s.mean, s.low, s.high, len(y_test), label=f"accuracy, k={k} per class", method=f"t over {draws} draws",
+            better="higher", coords={"k": k}, resample={"type": "mean", "key": f"correct@k={k}"}, examples=ex)
     correct = (fit_probe(x_train, y_train, C=C, seed=ctx.seed).predict(x_test) == y_test).astype(float)
     curve["full"] = float(correct.mean())
     per_example["correct@all"] = correct
     b = bootstrap_ci(correct, lambda v: v.mean(axis=-1), n_boot=ctx.n_boot, seed=ctx.seed, vectorized=True)
     metrics["accuracy@all"] = metric_entry(
         correct.mean(), b.low, b.high, len(y_test), label=f"accuracy, all {len(y_train)} training examples",
-        method="bootstrap-percentile", better="higher", coords={"k": "all"}, resample={"type": "mean", "key": "correct@all"},
-        examples=ex)
+        method="bootstrap-percentile", better="higher", coords={"k": "all"},
+        resample={"type": "mean", "key": "correct@all"}, examples=ex)
     notes = [f"{task}: probes trained on k examples per class from a fixed pool of {len(train)} training "
              f"examples, tested on {len(test)} fixed examples; k > {smallest} (smallest class) skipped"]
     return {"params": {"task": task, "ks": list(ks), "draws": draws, "C": C, "n_train": len(train),
@@ -275,9 +275,9 @@ def extra_fewshot(ctx: _Context, *, task: str, ks: Sequence[int], draws: int, C:
 def extra_robustness(ctx: _Context, *, task: str, kinds: Sequence[str], rates: Sequence[float],
                      C: float = 1.0, test_clean: bool = True) -> dict:
     """Robustness to text perturbations on fixed subsets (the protocol of
-    :func:`~predrecon.eval.robustness.robustness_eval`: one probe fit on clean training
-    embeddings, test texts perturbed by :func:`~predrecon.eval.robustness.perturb_split` per
-    (kind, rate), intervals by :func:`~predrecon.eval.fewshot.mean_ci`), computed once from the
+    :func:`~predrecon.eval.suites.robustness.robustness_eval`: one probe fit on clean training
+    embeddings, test texts perturbed by :func:`~predrecon.eval.suites.robustness.perturb_split` per
+    (kind, rate), intervals by :func:`~predrecon.eval.metrics.fewshot.mean_ci`), computed once from the
     per-example correctness and cosine kept for paired tests. ``test_clean=False`` marks the
     clean accuracy untested (it repeats few-shot's ``accuracy@all`` when both use the same task)."""
     data, train, test = ctx.classification(task)
@@ -329,11 +329,11 @@ def extra_robustness(ctx: _Context, *, task: str, kinds: Sequence[str], rates: S
 
 def extra_crosslingual(ctx: _Context, *, langs: Sequence[str] = CROSSLINGUAL_LANGS, C: float = 1.0) -> dict:
     """Zero-shot topic transfer (the protocol of
-    :func:`~predrecon.eval.builtin.crosslingual_transfer`: wiki-topic, probe trained on English
+    :func:`~predrecon.eval.tasks.builtin.crosslingual_transfer`: wiki-topic, probe trained on English
     leads, tested per language; ``accuracy_present`` takes the argmax over the classes present
     in a language's test split), computed once with per-example correctness. The majority-class
     rate is each accuracy's ``floors.majority`` (and a ``majority.<lang>`` entry drawn in figures)."""
-    from .builtin import SPLIT_VERSION, WIKI_TOPICS, load_wiki_topic
+    from ..tasks.builtin import SPLIT_VERSION, WIKI_TOPICS, load_wiki_topic
 
     train = load_wiki_topic("en", max_train=ctx.max_train).train
     clf = fit_probe(embed_texts(ctx.embed, train.text_a, "en train"), train.labels, C=C, seed=ctx.seed)
@@ -378,8 +378,8 @@ def extra_similarity(ctx: _Context, *, sets: Sequence[str] = SIMILARITY_SETS) ->
             raise ValueError(f"similarity: task {name!r} has no second text (need pairs)")
         cos = _row_cosine(ctx.embed(sp.text_a), ctx.embed(sp.text_b)).astype(np.float64)  # (n,)
         y = sp.labels.astype(np.float64)
-        b = bootstrap_ci(len(y), lambda idx: spearman_rows(cos[idx], y[idx]), n_boot=ctx.n_boot, seed=ctx.seed,
-                         vectorized=True)  # idx (B, n) -> (B,)
+        b = bootstrap_ci(len(y), lambda idx, cos=cos, y=y: spearman_rows(cos[idx], y[idx]),  # idx (B, n) -> (B,)
+                         n_boot=ctx.n_boot, seed=ctx.seed, vectorized=True)
         per_example[f"cos.{name}"], per_example[f"score.{name}"] = cos, y
         metrics[f"spearman.{name}"] = metric_entry(
             b.value, b.low, b.high, len(y), label=f"Spearman(cosine, human), {name}",

@@ -18,7 +18,7 @@ Options (query string after ``?``, ``&``-separated; URL-escape ``&``, ``?``, ``=
 * ``train=PATH2``: the file that fits the probes and poolers (same format rules and columns);
   without it, the one file is split by a seeded stratified holdout: a fraction ``holdout``
   (default 0.5) of its rows is the reported split and the rest train, drawn with
-  :func:`~predrecon.eval.tasks.stratified_indices` and :data:`~predrecon.eval.tasks.SUBSET_SEED`,
+  :func:`~predrecon.eval.tasks.registry.stratified_indices` and :data:`~predrecon.eval.tasks.registry.SUBSET_SEED`,
   so every encoder sees the same rows;
 * ``name``: the task's name in results and reports (default ``file-<file stem>``).
 
@@ -42,7 +42,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from .tasks import SUBSET_SEED, TASK_SCHEMES, Split, TaskData, strata, stratified_indices
+from .registry import SUBSET_SEED, TASK_SCHEMES, Split, TaskData, strata, stratified_indices
 
 SCHEME = "file"
 KINDS = ("classification", "regression", "similarity")

@@ -8,7 +8,7 @@ Two protocols live side by side:
   sklearn defaults), and the torch LayerNorm → Dropout → Linear probe.
 * **improved**: hyper-parameters chosen on a held-out part of the training data, refit on all
   of it, reported once on a separate split, with per-example correctness for paired tests
-  (:mod:`predrecon.eval.stats`). Features are standardised (StandardScaler in a pipeline).
+  (:mod:`predrecon.eval.metrics.stats`). Features are standardised (StandardScaler in a pipeline).
 
 Every result is a :class:`ProbeResult`. Convergence of sklearn's lbfgs is recorded in
 ``chosen['converged']`` instead of warning. Probe problems are small (thousands x hundreds),
@@ -339,8 +339,8 @@ def pair_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def balance(semantic_acc: float, lexical_acc: float) -> dict[str, float]:
     """The paper's semantic-to-lexical balance: ``difference`` = s - l and ``ratio`` = s / l
     (NaN when l = 0). Kept for ``--faithful``; the headline is :func:`normalised_balance`."""
-    s, l = float(semantic_acc), float(lexical_acc)
-    return {"difference": s - l, "ratio": s / l if l != 0 else math.nan}
+    s, lex = float(semantic_acc), float(lexical_acc)
+    return {"difference": s - lex, "ratio": s / lex if lex != 0 else math.nan}
 
 
 def normalised_balance(semantic: float, semantic_chance: float, lexical_auc: float,
@@ -386,7 +386,7 @@ def glue_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
     """The headline probe: standardised features, L2-regularised logistic regression
     (classification) or Ridge (regression), with C / alpha chosen on a held-out
     ``val_fraction`` of train (stratified for classes) by ``metric`` (a name of
-    :data:`predrecon.eval.scores.SCORES`; ties: the stronger regularisation), refit on all of
+    :data:`predrecon.eval.metrics.scores.SCORES`; ties: the stronger regularisation), refit on all of
     train and scored once on test with ``metric``. Never selects on the test split.
     Returns predictions (and per-example correctness for classification)."""
     from .scores import score

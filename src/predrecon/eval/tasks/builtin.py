@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from predrecon.eval.fewshot import EmbedFn, embed_texts, fit_probe, mean_ci
-from predrecon.eval.tasks import Split, TaskData, register_task, stratified_subset
+from predrecon.eval.metrics.fewshot import EmbedFn, embed_texts, fit_probe, mean_ci
+from predrecon.eval.tasks.registry import Split, TaskData, register_task, stratified_subset
 
 SPLIT_VERSION = 1
 SPLIT_FRACTIONS = {"train": 0.7, "dev": 0.1, "test": 0.2}

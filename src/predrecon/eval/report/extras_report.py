@@ -1,22 +1,22 @@
 """Compare the beyond-the-paper extras of several arms (one or more seeds each).
 
 :func:`compare_extras` reads ``<eval_dir>/extras/*.json`` written by
-:func:`predrecon.eval.extras.run_extras` and returns tables, p-values and figures for a report;
-:func:`extras_markdown` renders the tables. Conventions follow :mod:`predrecon.eval.report`:
+:func:`predrecon.eval.suites.extras.run_extras` and returns tables, p-values and figures for a report;
+:func:`extras_markdown` renders the tables. Conventions follow :mod:`predrecon.eval.report.report`:
 
 * The first arm is the reference; differences are ``reference - other``.
 * Several seeds per arm (claims about objectives): arm mean with a Student-t interval across
   seeds and the seed test of the report, Welch's t-test with its interval of the difference
-  (:func:`~predrecon.eval.stats.welch_test`). An arm with one seed allows no test.
+  (:func:`~predrecon.eval.metrics.stats.welch_test`). An arm with one seed allows no test.
 * One seed per arm (two fixed networks: says nothing about objectives): paired tests on the same
   examples from the stored per-example vectors — sign-flip permutation test for per-example
   scores (correctness, drops, cosines), paired bootstrap for Spearman with the empirical p
-  ``(1 + #extreme) / (B + 1)`` (:func:`~predrecon.eval.stats.bootstrap_p`; never 0).
+  ``(1 + #extreme) / (B + 1)`` (:func:`~predrecon.eval.metrics.stats.bootstrap_p`; never 0).
 
 These comparisons are exploratory: by default Benjamini-Hochberg over these tables' tests.
 P-values are also returned unadjusted (``pvalues``) so a caller can adjust them otherwise; a row
 is marked significant only where its *adjusted* p < alpha. This module imports only
-:mod:`~predrecon.eval.stats` and the extras themselves (no import of the report module).
+:mod:`~predrecon.eval.metrics.stats` and the extras themselves (no import of the report module).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import stats
-from .extras import EXTRAS, load_record
-from .fewshot import plot_fewshot
-from .records import paired_entry_test, seed_test
+from ..metrics import stats
+from ..metrics.fewshot import plot_fewshot
+from ..records import paired_entry_test, seed_test
+from ..suites.extras import EXTRAS, load_record
 
 _fmt, _ci = stats.fmt_number, stats.fmt_interval  # one number format for every report table
 FIXED_NETWORKS = "two fixed networks: says nothing about objectives"
@@ -90,7 +90,7 @@ def paired_spearman_test(pred_a: np.ndarray, pred_b: np.ndarray, target: np.ndar
     """Paired bootstrap over pairs of ``rho(pred_a, target) - rho(pred_b, target)`` (two fixed
     encoders): the shared test of a ``spearman`` recipe
     (:func:`~predrecon.eval.records.paired_entry_test`), percentile interval and the empirical
-    two-sided p of :func:`~predrecon.eval.stats.bootstrap_p`: 1 for identical predictions, never
+    two-sided p of :func:`~predrecon.eval.metrics.stats.bootstrap_p`: 1 for identical predictions, never
     0, never below ``1 / (B + 1)``."""
     spec = {"type": "spearman", "pred": "pred", "target": "target"}
     t = paired_entry_test(spec, {"pred": pred_a, "target": target}, {"pred": pred_b, "target": target},

@@ -1,0 +1,3 @@
+"""predrecon.eval.encode: Encoders (the TextEncoder interface, checkpoint and HF loading, the random-init floor)
+and poolings.
+"""
