@@ -330,7 +330,8 @@ def records(run: Path) -> list[dict[str, Any]]:
 
 
 def cmd_table(a: argparse.Namespace) -> int:
-    lines = ["| run | step | CPU-min | wall-min | token slots (M) | STS-B ρ×100 | floor | SST-2 acc | floor | majority |",
+    lines = ["| run | step | CPU-min | wall-min | token slots (M) | STS-B ρ×100 | floor "
+             "| SST-2 acc | floor | majority |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     runs = [Path(r) for r in a.runs]
     for run in runs:

@@ -15,5 +15,6 @@ out.mkdir(exist_ok=True)
 if torch.cuda.is_available():
     args = ["--shape", "base", "--batch", "256", "--seq", "128", "--json", str(out / "step_gpu_base.json")]
 else:
-    args = ["--shape", "tiny", "--batch", "32", "--seq", "128", "--steps", "5", "--json", str(out / "step_cpu_tiny.json")]
+    args = ["--shape", "tiny", "--batch", "32", "--seq", "128", "--steps", "5",
+            "--json", str(out / "step_cpu_tiny.json")]
 sys.exit(bench_main(args + sys.argv[1:]))

@@ -299,7 +299,8 @@ def summary_table(comparison: dict) -> str:
     ref = comparison.get("reference", "a")
     others = sorted({r["b"] for r in rows})
     lines = [f"Reference arm: {ref}; mode: {comparison.get('mode')}; Holm over {comparison.get('n_tests')} tests.", "",
-             "| task | question | metric (pooling) | " + " | ".join([ref] + others) + " | diff (95% CI) | p (Holm) | verdict |",
+             "| task | question | metric (pooling) | " + " | ".join([ref] + others)
+             + " | diff (95% CI) | p (Holm) | verdict |",
              "|---|---|---|" + "---:|" * (len(others) + 1) + "---|---|---|"]
     for task in comparison.get("tasks", []):
         for q, pooling, metric, _ in QUESTIONS:
@@ -324,10 +325,10 @@ def _pick(row: dict, side: str) -> str:
 
 
 def _num(v: Any) -> str:
-    from .eval.report.report import _fmt
+    from .eval.metrics.stats import fmt_number
 
     try:
-        return _fmt(float(v))
+        return fmt_number(float(v))
     except (TypeError, ValueError):
         return "–"
 
