@@ -9,7 +9,7 @@
     predrecon train --config runs/hybrid/config.json --out runs/again   # a run's config, reproduced
     predrecon eval runs/hybrid --tasks sst2,mrpc --poolings mean,max --out runs/hybrid/eval
     predrecon compare runs/hybrid/eval runs/mlm/eval --out reports/hybrid-vs-mlm
-    predrecon experiment --preset tiny --arms hybrid,mlm --seeds 3 --out runs/exp
+    predrecon experiment --preset tiny --arms hybrid,mlm,mlm-matched --seeds 5 --out runs/exp
     predrecon demo --out runs/demo
 
 Run ``predrecon <command> --help`` for each command's options.

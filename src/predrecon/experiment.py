@@ -1,7 +1,7 @@
 """The paper's experiment as one resumable command: arms x seeds -> train -> export -> evaluate
 -> one comparison report.
 
-    predrecon experiment --preset tiny --arms hybrid,mlm --seeds 3 --out runs/exp
+    predrecon experiment --preset tiny --arms hybrid,mlm,mlm-matched --seeds 5 --out runs/exp
 
 Arms: ``hybrid`` (default balancer; ``hybrid:sigmoid``, ``hybrid:fixed`` ... pick another), ``mlm``,
 ``jepa``, ``mlm-flops`` — MLM trained for as many FLOPs as the hybrid spends (a hybrid step
