@@ -298,7 +298,9 @@ def summary_table(comparison: dict) -> str:
     idx = {(r["task"], r["pooling"], r["metric"], r["b"]): r for r in rows}
     ref = comparison.get("reference", "a")
     others = sorted({r["b"] for r in rows})
-    lines = [f"Reference arm: {ref}; mode: {comparison.get('mode')}; Holm over {comparison.get('n_tests')} tests.", "",
+    n_head = comparison.get("n_headline_tests", comparison.get("n_tests"))
+    lines = [f"Reference arm: {ref}; mode: {comparison.get('mode')}; p (Holm) over the {n_head} headline tests "
+             "(rows without one are exploratory; see report.md).", "",
              "| task | question | metric (pooling) | " + " | ".join([ref] + others)
              + " | diff (95% CI) | p (Holm) | verdict |",
              "|---|---|---|" + "---:|" * (len(others) + 1) + "---|---|---|"]
