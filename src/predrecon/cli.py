@@ -159,7 +159,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"[predrecon] run already finished at step {summary['step']} ({Path(args.out) / 'summary.json'}); "
               "nothing to do (raise --steps to continue)")
         return 0
-    print(json.dumps(summary, indent=2))
+    if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun rank 0 speaks for the job
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -426,8 +427,16 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         rc, line = error_line(e, where=getattr(args, "out", None))
+        world = os.environ.get("WORLD_SIZE", "1")
+        if world not in ("", "1"):  # under torchrun: say which rank failed
+            line = line.replace("predrecon:", f"predrecon [rank {os.environ.get('RANK', '?')} of {world}]:", 1)
         print(line, file=sys.stderr)
         return rc
+    finally:
+        if "torch.distributed" in sys.modules:  # leave a process group train() joined
+            from .train.distributed import shutdown
+
+            shutdown()
 
 
 if __name__ == "__main__":

@@ -274,6 +274,8 @@ class TrainConfig:
     init: str = ""  # "hf:DIR": start from a transformers BERT checkpoint (its shape sets model.*)
     tensorboard: str = "auto"  # auto (when the package is installed) | on (required) | off
     wandb: str = ""  # Weights & Biases project name; "" = off (never imported)
+    distributed: str = "ddp"  # under torchrun: ddp (default) | fsdp (FSDP2 fully_shard); see docs/distributed.md
+    dist_timeout: float = 600.0  # seconds any collective may wait for a peer before the job fails
 
     def __post_init__(self) -> None:
         _finite(self, "train")
@@ -287,6 +289,8 @@ class TrainConfig:
         _check(self.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision",
                f"must be auto|fp32|bf16|fp16, got {self.precision!r}")
         _check(self.log_every >= 1, "train.log_every", "must be >= 1")
+        _check(self.distributed in ("ddp", "fsdp"), "train.distributed", f"must be ddp|fsdp, got {self.distributed!r}")
+        _check(self.dist_timeout > 0, "train.dist_timeout", f"must be > 0 seconds, got {self.dist_timeout}")
         _check(isinstance(self.prefetch, int) and 0 <= self.prefetch <= 64, "train.prefetch",
                f"must be an integer in [0, 64], got {self.prefetch!r}")
         _check(self.ckpt_every >= 1, "train.ckpt_every", "must be >= 1")

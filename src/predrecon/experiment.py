@@ -196,11 +196,11 @@ def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm"
     from .eval.report.report import compare
     from .eval.suites.extras import run_extras
     from .eval.suites.runner import evaluate
+    from .train import distributed
     from .train.export import export_encoder
     from .train.loop import train
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     base = get_preset(preset)
     if faithful:
         apply_faithful(base)
@@ -208,6 +208,26 @@ def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm"
     arm_list = parse_arms(arms)
     if seeds < 1:
         raise ConfigError("--seeds: must be >= 1")
+    # under torchrun every arm is trained by all ranks in turn (docs/distributed.md); rank 0 alone
+    # builds the data, measures the arms, then exports, evaluates and reports once training is done
+    info, _ = distributed.setup(base.train.distributed, base.train.device, base.train.dist_timeout)
+    if not info.is_main:
+        import torch.distributed as tdist
+
+        tdist.barrier()  # rank 0 builds the dataset and writes the plan
+        data_dir = Path(data) if data else out / "data"
+        if init:
+            from .continued import init_base
+            base = init_base(base, init, data_dir)
+        from .data.shards import TokenDataset
+
+        vocab = TokenDataset(data_dir).vocab_size
+        for arm, s in [(a, s) for a in arm_list for s in range(seeds)]:
+            cfg = arm_config(base, arm, s, str(data_dir), vocab_size=vocab)
+            cfg.train.progress = False
+            train(cfg, out / "arms" / arm.dirname / f"seed{s}", resume="auto")
+        return {}
+    out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data) if data else out / "data"
     if not data:
         if init:  # tokenised with the checkpoint's own tokenizer
@@ -235,6 +255,15 @@ def run_experiment(*, preset: str = "tiny", arms: str | list[str] = "hybrid,mlm"
         "preset": preset, "arms": [a.name for a in arm_list], "seeds": seeds, "data": str(data_dir),
         "tasks": tasks, "poolings": poolings, "overrides": overrides or [], "faithful": faithful, "init": init},
         indent=2))
+    if info.enabled:  # the others may start: train every arm together, then evaluate on rank 0 alone
+        import torch.distributed as tdist
+
+        tdist.barrier()
+        for arm, seed in plan:
+            cfg = cfgs[(arm.name, seed)]
+            _say(progress, f"arm {arm.name} seed {seed}: {cfg.train.steps} steps on {info.world} ranks")
+            cfg.train.progress = progress
+            train(cfg, out / "arms" / arm.dirname / f"seed{seed}", resume="auto")
     t0, done_steps = time.perf_counter(), 0
     groups: dict[str, list[str]] = {}
     for i, (arm, seed) in enumerate(plan, 1):

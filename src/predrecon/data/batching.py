@@ -78,6 +78,16 @@ class RowBatcher:
         return self
 
     def __next__(self) -> Batch:
+        rows = self._take()
+        return assemble_rows(rows, self.seq_len, self.special.cls_id, self.special.sep_id, self.special.pad_id)
+
+    def skip(self) -> None:
+        """Advance past one batch exactly as ``next`` would, without reading its tokens (its
+        pieces are memmap views never touched): how a rank passes over the micro-batches of the
+        others (:mod:`predrecon.train.distributed`)."""
+        self._take()
+
+    def _take(self) -> list[list[np.ndarray]]:
         rows: list[list[np.ndarray]] = []
         while len(rows) < self.batch_size:
             if self._rows_iter is None:
@@ -89,7 +99,7 @@ class RowBatcher:
                 self._cursor, self._rows_iter = self._start(), None
                 continue
             rows.append(pieces)
-        return assemble_rows(rows, self.seq_len, self.special.cls_id, self.special.sep_id, self.special.pad_id)
+        return rows
 
     def rows_of_epoch(self, epoch: int = 0) -> Iterator[list[np.ndarray]]:
         """All rows of one epoch from its start (does not touch the batcher's state)."""

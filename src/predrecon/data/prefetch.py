@@ -24,12 +24,34 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 Batch = dict[str, torch.Tensor]
 
 
+def collate_step(batcher: Any, collator: Any, accum: int, step: int, rank: int = 0,
+                 world: int = 1) -> tuple[list[Batch], int]:
+    """Rows and masks of optimizer step ``step`` for ``rank`` of ``world``: the step spans
+    ``accum * world`` consecutive micro-batches of the global row stream; this rank collates
+    micro-batches ``rank, rank + world, ...`` (each seeded by its global index
+    ``step * accum * world + i``) and passes over the others with ``batcher.skip()``. One process
+    (``world`` = 1) collates micro-batch ``step * accum + micro`` as always. Returns the CPU
+    batches and their real-token count."""
+    out, tokens = [], 0
+    base = step * accum * world
+    for i in range(accum * world):
+        if i % world != rank:
+            batcher.skip()
+            continue
+        rows = next(batcher)
+        tokens += int(rows["segment_ids"].ne(0).sum())
+        out.append(collator(rows, base + i))
+    return out, tokens
+
+
 class _StepStream(IterableDataset):
     """Yields ``(step, [collated micro-batch, ...], real tokens, batcher state)`` for
     ``start <= step < end`` in order (a single worker)."""
 
-    def __init__(self, batcher: Any, collator: Any, accum: int, start: int, end: int):
+    def __init__(self, batcher: Any, collator: Any, accum: int, start: int, end: int, rank: int = 0,
+                 world: int = 1):
         self.batcher, self.collator, self.accum, self.start, self.end = batcher, collator, accum, start, end
+        self.rank, self.world = rank, world
 
     def __iter__(self) -> Iterator[tuple[int, list[Batch], int, dict[str, Any]]]:
         info = get_worker_info()
@@ -37,11 +59,7 @@ class _StepStream(IterableDataset):
             raise RuntimeError("prefetch: exactly one worker keeps the steps in order")
         batcher = self.batcher  # the worker's own copy (pickled or forked)
         for step in range(self.start, self.end):
-            out, tokens = [], 0
-            for micro in range(self.accum):
-                rows = next(batcher)
-                tokens += int(rows["segment_ids"].ne(0).sum())
-                out.append(self.collator(rows, step * self.accum + micro))
+            out, tokens = collate_step(batcher, self.collator, self.accum, step, self.rank, self.world)
             yield step, out, tokens, batcher.state_dict()
 
 
@@ -56,13 +74,13 @@ class PrefetchSource:
     are the run's first and one-past-last steps; ``depth`` steps are made ahead."""
 
     def __init__(self, batcher: Any, collator: Any, accum: int, device: torch.device, start: int, end: int,
-                 depth: int = 2):
+                 depth: int = 2, rank: int = 0, world: int = 1):
         if depth < 1:
             raise ValueError(f"prefetch depth must be >= 1, got {depth}")
         self.device = device
         self._state = batcher.state_dict()
         self._next = start
-        stream = _StepStream(copy.deepcopy(batcher), collator, accum, start, end)
+        stream = _StepStream(copy.deepcopy(batcher), collator, accum, start, end, rank, world)
         self._loader = DataLoader(stream, batch_size=None, num_workers=1, prefetch_factor=depth,
                                   pin_memory=device.type == "cuda", worker_init_fn=_worker_init,
                                   persistent_workers=False)

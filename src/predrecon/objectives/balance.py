@@ -141,7 +141,7 @@ class SigmoidBalancer(Balancer):
         lam = torch.sigmoid(self.w)
         total = lam * losses["jepa"] + (1.0 - lam) * losses["mlm"]
         logs = _two_task_logs(lam, 1.0 - lam)
-        logs["balancer_w"] = self.w.detach()
+        logs["balancer_w"] = self.w.detach().clone()  # a copy: FSDP2 frees gathered parameters
         return total, logs
 
 
@@ -161,7 +161,7 @@ class UncertaintyBalancer(Balancer):
         total = (w * L + self.log_vars).sum()
         logs = _weight_logs(self.tasks, w)
         for t, s in zip(self.tasks, self.log_vars):
-            logs[f"s_{t}"] = s.detach()
+            logs[f"s_{t}"] = s.detach().clone()  # a copy: FSDP2 frees gathered parameters
         return total, logs
 
 

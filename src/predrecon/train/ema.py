@@ -39,6 +39,9 @@ def ema_update(target: nn.Module | Iterable[torch.Tensor], online: nn.Module | I
     if isinstance(target, nn.Module) != isinstance(online, nn.Module):
         raise TypeError("ema_update: pass two modules or two iterables of tensors")
     if isinstance(target, nn.Module):
+        for m in (target, online):  # FSDP2 roots keep gathered parameters after a forward: shard them back
+            if hasattr(m, "reshard"):
+                m.reshard()
         tp, op = dict(target.named_parameters()), dict(online.named_parameters())
         tb, ob = dict(target.named_buffers()), dict(online.named_buffers())
         if tp.keys() != op.keys() or tb.keys() != ob.keys():
@@ -46,7 +49,7 @@ def ema_update(target: nn.Module | Iterable[torch.Tensor], online: nn.Module | I
             raise ValueError(f"ema_update: target and online modules differ in names: {diff[:10]}")
         t_list, o_list = list(tp.values()), [op[k] for k in tp]
         for k, buf in tb.items():
-            buf.copy_(ob[k])
+            _local(buf).copy_(_local(ob[k]))
     else:
         t_list, o_list = list(target), list(online)
     if len(t_list) != len(o_list):
@@ -59,4 +62,10 @@ def ema_update(target: nn.Module | Iterable[torch.Tensor], online: nn.Module | I
         weight: float | torch.Tensor = 1.0 - float(momentum)
         if skip is not None:  # same rounding as the scalar: the fp32 value of 1 - momentum, or 0
             weight = torch.where(skip, 0.0, torch.tensor(weight, dtype=t_list[0].dtype, device=skip.device))
-        torch._foreach_lerp_(t_list, [o.detach() for o in o_list], weight)
+        # FSDP2 shards target and student alike: each rank averages its own shards (no communication)
+        torch._foreach_lerp_([_local(t) for t in t_list], [_local(o).detach() for o in o_list], weight)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor, the tensor itself otherwise."""
+    return t.to_local() if hasattr(t, "to_local") else t

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import time
 import warnings
@@ -35,8 +36,10 @@ from ..config import ConfigError, RunConfig
 from ..data.batching import make_batcher
 from ..data.masking import Collator
 from ..data.shards import TokenDataset
+from . import distributed
 from .checkpoint import latest_valid_checkpoint, load_checkpoint, non_finite_tensors, save_checkpoint, set_rng_state
 from .diagnostics import Diagnostics, FaultMonitor, TrainingStopped, divergence_message
+from .distributed import SINGLE, DistInfo, all_reduce_sum, no_sync
 from .meta import HybridModel
 from .rundir import finished_summary, locked_run, read_jsonl
 from .schedules import linear, warmup_cosine
@@ -124,7 +127,8 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 def forward_backward(model: HybridModel, batches: list[dict[str, torch.Tensor]], *,
                      amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
-                     update_balancer: bool = True) -> dict[str, torch.Tensor]:
+                     update_balancer: bool = True, engine: Any = None,
+                     dist: DistInfo = SINGLE) -> dict[str, torch.Tensor]:
     """Accumulate into ``.grad`` the gradient of one optimizer step over the micro-batches
     ``batches``; returns the step's logs (detached tensors, no host sync).
 
@@ -134,19 +138,31 @@ def forward_backward(model: HybridModel, batches: list[dict[str, torch.Tensor]],
     slots — the gradient of one batch holding every row, whatever the per-micro-batch counts —
     and the logged losses (means of the scaled ones) are the step's exact values. With one
     micro-batch the weights are exactly 1.
+
+    Under torch.distributed (``dist``, ``engine`` = the DDP / FSDP2 module) the counts are summed
+    over all ranks first and the weights are ``k * world * n_micro / n_total``: the engine's
+    average over ranks of the accumulated gradients is then the global batch's gradient, and the
+    mean over ranks of the returned logs its exact losses. Gradients are communicated once, on
+    the last micro-batch.
     """
     k = len(batches)
+    engine = model if engine is None else engine
     counts = [model.loss_counts(b) for b in batches]
-    totals = {name: torch.stack([c[name] for c in counts]).sum().clamp_min(1) for name in counts[0]}
+    names = sorted(counts[0])
+    local_n = torch.stack([torch.stack([c[name] for c in counts]).sum() for name in names])
+    global_n = all_reduce_sum(local_n, dist).clamp_min(1)  # one collective for every loss's count
+    totals = {name: global_n[i] for i, name in enumerate(names)}
+    kw = k * dist.world
     logs_acc: list[dict[str, torch.Tensor]] = []
-    for b, c in zip(batches, counts):
-        scale = None if k == 1 else {name: k * c[name].float() / totals[name] for name in c}
+    for j, (b, c) in enumerate(zip(batches, counts)):
+        scale = None if kw == 1 else {name: kw * c[name].float() / totals[name] for name in c}
         device_type = b["input_ids"].device.type
         ctx = torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext()
-        with ctx:
-            total, logs = model(b, loss_scale=scale, update_balancer=update_balancer)
-        loss = total / k
-        (scaler.scale(loss) if scaler is not None else loss).backward()
+        with no_sync(engine, dist, last=j == k - 1):
+            with ctx:
+                total, logs = engine(b, loss_scale=scale, update_balancer=update_balancer)
+            loss = total / k
+            (scaler.scale(loss) if scaler is not None else loss).backward()
         logs_acc.append(logs)
     return {key: torch.stack([lg[key].float() for lg in logs_acc]).mean() for key in logs_acc[0]}
 
@@ -221,19 +237,32 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
     if cfg.train.init:  # model.* from the transformers checkpoint, whose vocabulary must be the data's
         from ..interop.hf import apply_init
         apply_init(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    if (cfg.train.distributed == "fsdp" and cfg.objective.kind == "hybrid" and cfg.objective.balancer == "gradnorm"
+            and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1):
+        raise ConfigError("train.distributed=fsdp: objective.balancer=gradnorm differentiates the last block's "
+                          "parameters inside the forward, which FSDP2's backward hooks do not allow; use "
+                          "train.distributed=ddp, or objective.balancer=uncertainty|sigmoid|fixed with FSDP2")
+    # torchrun: join the process group (rank, device); a single process gets SINGLE and no group
+    info, dist_device = distributed.setup(cfg.train.distributed, cfg.train.device, cfg.train.dist_timeout)
+    main = info.is_main  # the one writer of logs, checkpoints and summaries
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     if cfg.model.vocab_size == 0:
         cfg.model.vocab_size = ds.vocab_size
     elif cfg.model.vocab_size != ds.vocab_size:
         raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} differs from the dataset's "
                           f"tokenizer ({ds.vocab_size}); set it to 0 to take it from the data")
-    device = resolve_device(cfg.train.device)
+    device = dist_device or resolve_device(cfg.train.device)
     amp = autocast_dtype(cfg.train.precision, device, cfg.model.dim)
-    seed_everything(cfg.train.seed)
+    seed_everything(cfg.train.seed)  # the same initial weights on every rank
 
     model = HybridModel(cfg, ds.vocab_size, ds.special_ids).to(device)
     if cfg.train.compile:  # encoders + predictor; heads, losses and the balancer's autograd.grad stay eager
         compile_model(model)
+    engine = distributed.wrap(model, info, device)  # DDP / FSDP2 (in place) / the model itself
+    if info.enabled:  # dropout and other draws differ per rank
+        torch.manual_seed(cfg.train.seed + 1_000_003 * info.rank)
+    micro_per_step = cfg.optim.accum_steps * info.world  # micro-batches of train.batch_size rows per step
     optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     batcher = make_batcher(ds, cfg.data, "train", cfg.train.batch_size, cfg.train.seed)
@@ -241,7 +270,13 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
                         fixed_widths=cfg.train.compile,  # compiled: the same shapes every step
                         max_docs=1 if cfg.data.mode == "document" else None)
     diag = Diagnostics(cfg, ds, collator, device)
-    if cfg.train.diag_every:
+    diag_every = cfg.train.diag_every
+    if info.enabled and info.strategy == "fsdp" and diag_every:
+        diag_every = 0  # they differentiate unsharded parameters: not available under FSDP2
+        if main:
+            warnings.warn("train.diag_every: collapse diagnostics are off under FSDP2", stacklevel=1)
+    diag_here = diag_every and main  # DDP: rank 0 runs them on its own replica
+    if diag_here:
         diag.set_reference(model)  # the init (a resumed run rebuilds it from the seed first)
 
     start = 0
@@ -258,13 +293,20 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
         saved_cfg = loaded.state.get("config", {})
         if saved_cfg and saved_cfg.get("model") != cfg.to_dict()["model"]:
             raise ConfigError(f"resume: model config in {ckpt} differs from the requested one")
-        model.load_state_dict(loaded.model)
-        if model.target is not None and loaded.target is not None:
-            model.target.load_state_dict(loaded.target)
-        if loaded.optimizer is not None:
-            optimizer.load_state_dict(loaded.optimizer)
+        saved_micro = int(loaded.state.get("micro_batches_per_step", cfg.optim.accum_steps))
+        saved_rows = int(saved_cfg.get("train", {}).get("batch_size", cfg.train.batch_size))
+        if (saved_micro, saved_rows) != (micro_per_step, cfg.train.batch_size):
+            fix = (f"optim.accum_steps={saved_micro // info.world}" if saved_micro % info.world == 0
+                   and saved_rows == cfg.train.batch_size else f"a world size dividing {saved_micro}")
+            raise ConfigError(f"resume: {ckpt} was written with {saved_micro} micro-batch(es) of {saved_rows} rows "
+                              f"per step (optim.accum_steps x ranks); this launch has {micro_per_step} x "
+                              f"{cfg.train.batch_size} on {info.world} rank(s) — use {fix} to keep the global "
+                              "batch and the rows of the uninterrupted run")
+        distributed.load_states(model, model.target, optimizer, loaded.model, loaded.target, loaded.optimizer, info)
         batcher.load_state_dict(loaded.state["data"])
         set_rng_state(loaded.rng)
+        if info.enabled:
+            torch.manual_seed(cfg.train.seed + 1_000_003 * info.rank + loaded.step)
         start = loaded.step
         if start >= (cfg.train.steps if max_steps is None else min(cfg.train.steps, max_steps)):
             return finished_summary(out, start)  # nothing to do: no record appended, nothing rewritten
@@ -278,15 +320,22 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
         sum(p.numel() for p in model.target.parameters()) if model.target is not None else 0)
     header = {"event": "start", "step": start, "device": str(device), "precision": str(amp or "fp32"),
               "params_encoder": n_enc, "params_encoder_non_embedding": n_enc - n_emb,
-              "params_total_incl_target": n_all, "config": cfg.to_dict()}
-    (out / "config.json").write_text(cfg.to_json())
-    log = Tracker(JsonlLogger(out / "log.jsonl", start if ckpt is not None else None), cfg, out, start,
-                  resuming=ckpt is not None)  # + TensorBoard / W&B (train/tracking.py)
+              "params_total_incl_target": n_all, "world_size": info.world, "distributed": info.strategy,
+              "micro_batches_per_step": micro_per_step, "rows_per_micro_batch": cfg.train.batch_size,
+              "global_batch_rows": micro_per_step * cfg.train.batch_size, "config": cfg.to_dict()}
+    if main:
+        (out / "config.json").write_text(cfg.to_json())
+        log = Tracker(JsonlLogger(out / "log.jsonl", start if ckpt is not None else None), cfg, out, start,
+                      resuming=ckpt is not None)  # + TensorBoard / W&B (train/tracking.py)
+    else:
+        log = _NoLog()
     log.write(header)
-    if cfg.train.progress:
+    if cfg.train.progress and main:
         tqdm.write(f"[predrecon] encoder {n_enc / 1e6:.2f} M params ({(n_enc - n_emb) / 1e6:.2f} M "
                    f"non-embedding) | objective {cfg.objective.kind} | device {device} | "
-                   f"{f'resuming at step {start}' if start else 'fresh run'}")
+                   f"{f'resuming at step {start}' if start else 'fresh run'}"
+                  + (f" | {info.world} ranks ({info.strategy}), global batch {micro_per_step} x "
+                     f"{cfg.train.batch_size} rows" if info.enabled else ""))
 
     end = cfg.train.steps if max_steps is None else min(cfg.train.steps, max_steps)
     accum = cfg.optim.accum_steps
@@ -301,16 +350,18 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
     best: dict[str, float] = {}  # lowest logged value of each divergence-checked loss
     first: dict[str, torch.Tensor] = {}
     tok_rate = 0.0
-    source = make_source(batcher, collator, accum, device, start, end, cfg.train.prefetch)
+    source = make_source(batcher, collator, accum, device, start, end, cfg.train.prefetch, info.rank, info.world)
     stepper = StepContext(cfg, model, optimizer, source, device, amp=amp, scaler=scaler, monitor=monitor,
-                          clip_params=clip_params)
-    bar = tqdm(total=end, initial=start, disable=not cfg.train.progress, desc=f"train {cfg.objective.kind}",
-               dynamic_ncols=True)
+                          clip_params=clip_params, engine=engine, dist=info)
+    bar = tqdm(total=end, initial=start, disable=not (cfg.train.progress and main),
+               desc=f"train {cfg.objective.kind}", dynamic_ncols=True)
     model.train()
     for step in range(start, end):
         res = train_step(stepper, step)  # lr, batches, forward/backward, clip, update (.step)
         logs, gnorm, batch, lr, update_bal = res.logs, res.grad_norm, res.batch, res.lr, res.balancer_updated
         tokens_seen += res.tokens
+        if info.enabled and step == start and ckpt is None:  # GradNorm's L_i(0): rank 0's on every rank
+            distributed.broadcast_buffers(model.balancer, info)
         if update_bal:
             carried = {k: v for k, v in logs.items() if k.startswith("gradnorm_")}
         if not first:
@@ -322,11 +373,13 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
             skipped = monitor.check(done)
 
         if is_log:
-            rec = {k: float(v) for k, v in ({**carried, **logs}).items()}
+            vals = distributed.mean_over_ranks({**carried, **logs}, info)  # the global batch's values
+            rec = {k: float(v) for k, v in vals.items()}
             for k, v in first.items():  # the run's first losses take part in "best"
                 best.setdefault(k, float(v))
             elapsed = time.perf_counter() - t0
-            tok_rate = tokens_seen / max(elapsed, 1e-9)
+            seen = float(distributed.all_reduce_sum(torch.tensor(float(tokens_seen)), info))  # all ranks
+            tok_rate = seen / max(elapsed, 1e-9)
             rec.update(step=done, lr=lr, momentum=momentum_at(cfg, step), tokens_per_s=tok_rate,
                        grad_norm=float(gnorm) if cfg.optim.grad_clip > 0 else None, skipped_steps=skipped)
             if carried:  # the step whose update produced them
@@ -342,7 +395,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
                         log.write({"event": "stopped", "step": done, "reason": msg})
                         raise TrainingStopped(msg)
                     best[k] = min(best[k], rec[k])
-        if cfg.train.diag_every and (done % cfg.train.diag_every == 0 or done == end):
+        if diag_here and (done % diag_every == 0 or done == end):
             model.eval()
             d = diag.run(model, batch)
             model.train()
@@ -352,19 +405,22 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
                     tqdm.write(f"[predrecon] WARNING: {w}")
                 else:
                     warnings.warn(w, stacklevel=1)
-        if is_ckpt:
-            sd = model.state_dict()
-            tsd = model.target.state_dict() if model.target is not None else None
-            bad_names = non_finite_tensors(model=sd, target=tsd)
-            if bad_names:
-                msg = (f"weights non-finite at step {done} ({', '.join(bad_names[:3])}"
+        if is_ckpt:  # full state dicts gathered on rank 0 (a collective under FSDP2), written by it
+            sd = distributed.model_state(model, info)
+            tsd = distributed.model_state(model.target, info) if model.target is not None else None
+            osd = distributed.optimizer_state(model, optimizer, info)
+            bad_names = non_finite_tensors(model=sd, target=tsd) if main else []
+            if bool(distributed.any_over_ranks(torch.tensor(bool(bad_names)), info)):
+                msg = (f"weights non-finite at step {done} ({', '.join(bad_names[:3]) or 'on rank 0'}"
                        f"{' ...' if len(bad_names) > 3 else ''}): not checkpointed — lower optim.lr")
                 log.write({"event": "stopped", "step": done, "reason": msg})
                 raise TrainingStopped(msg)
-            save_checkpoint(out, done, model=sd, target=tsd, optimizer=optimizer.state_dict(),
-                            state={"data": source.state_dict(), "config": cfg.to_dict(),
-                                   "skipped_steps": skipped},
-                            keep=cfg.train.keep_ckpts)
+            if main:
+                save_checkpoint(out, done, model=sd, target=tsd, optimizer=osd,
+                                state={"data": source.state_dict(), "config": cfg.to_dict(),
+                                       "skipped_steps": skipped, "micro_batches_per_step": micro_per_step,
+                                       "world_size": info.world},
+                                keep=cfg.train.keep_ckpts)
         bar.update(1)
     bar.close()
     source.close()
@@ -373,5 +429,16 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
                **{k: v for k, v in last.items() if k.startswith(("loss", "lambda", "w_"))}}
     log.write(summary)
     log.close()
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+class _NoLog:
+    """The log of a rank other than 0: it writes nothing."""
+
+    def write(self, rec: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

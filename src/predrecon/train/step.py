@@ -65,22 +65,23 @@ def autocast_dtype(precision: str, device: torch.device, dim: int | None = None)
 
 
 class LocalSource:
-    """Batches made on the calling thread: ``accum`` rows from ``batcher``, masks by ``collator``
-    at micro-step ``step * accum + micro``, copied to ``device`` (non-blocking). ``state_dict``:
-    the batcher's state after the last step made (what a checkpoint stores). The prefetching
-    alternative is :class:`predrecon.data.prefetch.PrefetchSource`."""
+    """Batches made on the calling thread: the step's micro-batches of ``batcher`` rows with
+    masks by ``collator`` (:func:`~predrecon.data.prefetch.collate_step`: micro-batch
+    ``step * accum + micro`` for one process; under torch.distributed this ``rank``'s share of the
+    ``accum * world`` micro-batches), copied to ``device`` (non-blocking). ``state_dict``: the
+    batcher's state after the last step made (what a checkpoint stores; global, the same on every
+    rank). The prefetching alternative is :class:`predrecon.data.prefetch.PrefetchSource`."""
 
-    def __init__(self, batcher: Any, collator: Any, accum: int, device: torch.device):
+    def __init__(self, batcher: Any, collator: Any, accum: int, device: torch.device, rank: int = 0,
+                 world: int = 1):
         self.batcher, self.collator, self.accum, self.device = batcher, collator, accum, device
+        self.rank, self.world = rank, world
 
     def __call__(self, step: int) -> tuple[list[Batch], int]:
-        out, tokens = [], 0
-        for micro in range(self.accum):
-            rows = next(self.batcher)
-            tokens += int(rows["segment_ids"].ne(0).sum())
-            batch = self.collator(rows, step * self.accum + micro)
-            out.append({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
-        return out, tokens
+        from ..data.prefetch import collate_step
+
+        out, tokens = collate_step(self.batcher, self.collator, self.accum, step, self.rank, self.world)
+        return [{k: v.to(self.device, non_blocking=True) for k, v in b.items()} for b in out], tokens
 
     def state_dict(self) -> dict[str, Any]:
         return self.batcher.state_dict()
@@ -94,14 +95,14 @@ def local_source(batcher: Any, collator: Any, accum: int, device: torch.device) 
 
 
 def make_source(batcher: Any, collator: Any, accum: int, device: torch.device, start: int, end: int,
-                prefetch: int = 0) -> Any:
+                prefetch: int = 0, rank: int = 0, world: int = 1) -> Any:
     """``prefetch`` = 0: :class:`LocalSource`; > 0: a worker process ``prefetch`` steps ahead
-    (:class:`~predrecon.data.prefetch.PrefetchSource`)."""
+    (:class:`~predrecon.data.prefetch.PrefetchSource`). ``rank``/``world``: this process's share."""
     if prefetch <= 0:
-        return LocalSource(batcher, collator, accum, device)
+        return LocalSource(batcher, collator, accum, device, rank, world)
     from ..data.prefetch import PrefetchSource
 
-    return PrefetchSource(batcher, collator, accum, device, start, end, depth=prefetch)
+    return PrefetchSource(batcher, collator, accum, device, start, end, depth=prefetch, rank=rank, world=world)
 
 
 def compile_model(model: Any) -> Any:
@@ -129,8 +130,14 @@ class StepContext:
     scaler: torch.amp.GradScaler | None = None
     monitor: Any = None
     clip_params: list[torch.nn.Parameter] = field(default_factory=list)
+    engine: Any = None  # what the forward calls: a DDP wrapper or the (FSDP2-sharded) model; None = model
+    dist: Any = None  # a predrecon.train.distributed.DistInfo; None = one process
 
     def __post_init__(self) -> None:
+        from .distributed import SINGLE
+
+        self.engine = self.model if self.engine is None else self.engine
+        self.dist = SINGLE if self.dist is None else self.dist
         if not self.clip_params:
             bal_ids = {id(p) for p in self.model.balancer.parameters()}
             self.clip_params = [p for p in self.model.parameters() if p.requires_grad and id(p) not in bal_ids]
@@ -153,6 +160,7 @@ class StepResult:
 
 def train_step(ctx: StepContext, step: int) -> StepResult:
     """Run 0-based optimizer step ``step``: lr, micro-batches, forward/backward, clip, update."""
+    from .distributed import any_over_ranks, full_value
     from .loop import apply_update, balancer_updates_at, forward_backward, lr_at, momentum_at
 
     cfg = ctx.cfg
@@ -161,14 +169,16 @@ def train_step(ctx: StepContext, step: int) -> StepResult:
         g["lr"] = lr * g["lr_scale"]
     batches, tokens = ctx.source(step)
     update_bal = balancer_updates_at(cfg, step)
-    logs = forward_backward(ctx.model, batches, amp=ctx.amp, scaler=ctx.scaler, update_balancer=update_bal)
+    logs = forward_backward(ctx.model, batches, amp=ctx.amp, scaler=ctx.scaler, update_balancer=update_bal,
+                            engine=ctx.engine, dist=ctx.dist)
     if ctx.scaler is not None:
         ctx.scaler.unscale_(ctx.optimizer)
     clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
-    gnorm = torch.nn.utils.clip_grad_norm_(ctx.clip_params, clip)
+    gnorm = full_value(torch.nn.utils.clip_grad_norm_(ctx.clip_params, clip))  # FSDP2: a DTensor
     bad = ~torch.isfinite(logs["loss"])
     if ctx.scaler is None:  # fp16: the scaler skips overflowing gradients itself
         bad = bad | ~torch.isfinite(gnorm)
+    bad = any_over_ranks(bad, ctx.dist)  # every rank skips the same steps
     if ctx.monitor is not None:
         ctx.monitor.record(bad)
     apply_update(ctx.model, ctx.optimizer, bad, momentum_at(cfg, step), sync_free=ctx.sync_free, scaler=ctx.scaler)
