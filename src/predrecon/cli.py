@@ -273,7 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="pre-train an encoder (hybrid, mlm or jepa)",
                        description="Pre-train an encoder. A run is a preset plus KEY=VALUE overrides; the "
-                                   "resolved config is saved with the run and in every checkpoint.")
+                                   "resolved config is saved with the run and in every checkpoint. Several "
+                                   "GPUs or nodes: launch the same command with `torchrun --nproc-per-node N "
+                                   "-m predrecon train ...` (DDP; train.distributed=fsdp for FSDP2); "
+                                   "train.batch_size is per micro-batch, the global batch is batch_size x "
+                                   "optim.accum_steps x ranks (docs/distributed.md).")
     _add_run_args(t)
     t.add_argument("--data", help="dataset directory from `predrecon data build` (or data.path of --config)")
     t.add_argument("--init", metavar="hf:DIR",
