@@ -179,3 +179,18 @@ def test_eval_command_reports_a_bad_user_file_in_one_line_before_loading_anythin
     err = capsys.readouterr().err.strip()
     assert err == f"predrecon: error: {f}: no column 'text' for text (columns found: sentence, gold); pass text=COLUMN"
     assert not out.exists()  # nothing claimed, and the encoder spec was never read
+
+
+def test_two_file_tasks_reported_under_one_name_are_refused(tmp_path):
+    """Results are stored by task name: a/data.tsv and b/data.tsv would overwrite each other."""
+    from predrecon.eval.suites.runner import evaluate
+    from predrecon.eval.tasks.userfile import check_unique_names, task_name
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    fa, fb = write(tmp_path / "a" / "data.tsv"), write(tmp_path / "b" / "data.tsv")
+    assert task_name(f"file:{fa}") == task_name(f"file:{fb}") == "file-data"
+    with pytest.raises(UserFileError, match=r"would all be reported as 'file-data'.*name=NAME"):
+        evaluate("no-such-encoder", [f"file:{fa}", f"file:{fb}"], out_dir=tmp_path / "ev")
+    assert not (tmp_path / "ev").exists()
+    check_unique_names([f"file:{fa}", f"file:{fb}?name=other", "sst2"])  # distinct names pass

@@ -357,6 +357,9 @@ def evaluate(encoder_spec: str | TextEncoder, tasks: Sequence[str], poolings: Se
         raise KeyError(f"unknown pooling(s) {unknown} (known: {', '.join(POOLINGS)})")
     if not tasks:
         raise ValueError("evaluate: no tasks given")
+    from ..tasks.userfile import check_unique_names
+
+    check_unique_names(tasks)  # results are stored by task name
     enc = encoder_spec if isinstance(encoder_spec, TextEncoder) else load_text_encoder(encoder_spec, device=device,
                                                                                       seed=seed)
     spec_str = spec_name or (encoder_spec if isinstance(encoder_spec, str) else enc.name)

@@ -224,10 +224,26 @@ def load_file_task(spec: str) -> TaskData:
         raise UserFileError(f"{train_path or path}: the train split has one class only; a probe needs at least two")
     if kind == "similarity":
         notes.append("geometry.alignment counts pairs scoring >= 4 as positives (STS-B's 0-5 scale)")
-    name = opts.get("name") or f"file-{path.stem}"
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    name = task_name(spec)
     return TaskData(name=name, kind="classification" if kind == "classification" else "regression",
                     train=train, dev=report, num_classes=len(names), label_names=names, notes=notes)
+
+
+def task_name(spec: str) -> str:
+    """The name a ``file:`` task is reported under: ``name=`` or ``file-<file stem>`` (sanitised)."""
+    path, opts = parse_spec(spec)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", opts.get("name") or f"file-{path.stem}")
+
+
+def check_unique_names(tasks: list[str]) -> None:
+    """Refuse task lists where two entries would be reported under one name (e.g. two ``file:``
+    tasks whose files share a stem): their results would overwrite each other."""
+    names = [task_name(t) if t.startswith(SCHEME + ":") else t for t in tasks]
+    for n in dict.fromkeys(names):
+        same = [t for t, m in zip(tasks, names) if m == n]
+        if len(same) > 1:
+            raise UserFileError(f"tasks {', '.join(repr(t) for t in same)} would all be reported as {n!r}: give each "
+                                "file task its own name (file:PATH?name=NAME)")
 
 
 def _holdout(opts: dict[str, str], path: Path) -> float:
