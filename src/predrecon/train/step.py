@@ -116,6 +116,11 @@ def compile_model(model: Any) -> Any:
     predictor in place (``nn.Module.compile``: parameter names unchanged, so checkpoints and the
     EMA are unaffected). The MLM head's chunked loss, the JEPA loss and the balancer (GradNorm's
     ``autograd.grad``) stay eager. Static shapes need the collator's ``fixed_widths``."""
+    # GradNorm differentiates the compiled graph twice (autograd.grad with retain_graph, then the
+    # step's backward): AOTAutograd must not donate the saved buffers to the first backward
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False
     for part in (model.encoder, getattr(model, "target", None), getattr(model, "predictor", None)):
         if isinstance(part, torch.nn.Module):
             part.compile(dynamic=False)
