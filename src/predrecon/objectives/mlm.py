@@ -59,8 +59,8 @@ class _ChunkedLinearCE(torch.autograd.Function):
         bc = bias.to(cdt) if bias is not None else None
         total = torch.zeros((), dtype=acc, device=x.device)
         dx = torch.empty_like(x) if with_grad else None
-        dw = torch.zeros(weight.shape, dtype=acc, device=x.device) if with_grad else None
-        db = torch.zeros(weight.shape[0], dtype=acc, device=x.device) if with_grad and bias is not None else None
+        dw: torch.Tensor | None = None  # (V, D) in ``acc``: the first chunk's product, then added to in place
+        db: torch.Tensor | None = None
         for a in range(0, n, chunk):
             xc = x[a:a + chunk].to(cdt)
             logits = (xc @ wc.T if bc is None else torch.addmm(bc, xc, wc.T)).to(acc)  # (c, V) fp32, one chunk
@@ -69,24 +69,29 @@ class _ChunkedLinearCE(torch.autograd.Function):
             v = valid[a:a + chunk]
             total = total + torch.where(v, lse - picked, torch.zeros_like(lse)).sum()
             if with_grad:
-                g = torch.exp(logits - lse[:, None])  # softmax
+                g = logits.sub_(lse[:, None]).exp_()  # softmax, in the logits' memory (no more use for them)
                 g.scatter_add_(1, safe[a:a + chunk, None], -torch.ones_like(lse)[:, None])
-                g = g * (v.to(g.dtype) / count)[:, None]  # d(mean loss)/d logits; 0 on ignored rows
+                g.mul_((v.to(g.dtype) / count)[:, None])  # d(mean loss)/d logits; 0 on ignored rows
                 gc = g.to(cdt)
                 dx[a:a + chunk] = (gc @ wc).to(x.dtype)
-                dw += (gc.T @ xc).to(acc)
-                if db is not None:
-                    db += g.sum(0)
+                part = gc.T @ xc  # (V, D)
+                dw = part.to(acc) if dw is None else dw.add_(part)
+                db = g.sum(0) if db is None else db.add_(g.sum(0))
         if with_grad:
-            ctx.save_for_backward(dx, dw.to(weight.dtype), db.to(bias.dtype) if db is not None else None)
+            if dw is None:  # no rows at all: zero gradients of the right shapes
+                dw = torch.zeros(weight.shape, dtype=acc, device=x.device)
+                db = torch.zeros(weight.shape[0], dtype=acc, device=x.device)
+            ctx.save_for_backward(dx, dw.to(weight.dtype), db.to(bias.dtype) if bias is not None else None)
         ctx.has_bias = bias is not None
         return (total / count).float()
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         dx, dw, db = ctx.saved_tensors
-        return (dx * grad_out.to(dx.dtype), dw * grad_out.to(dw.dtype),
-                db * grad_out.to(db.dtype) if db is not None else None, None, None, None, None)
+        need = ctx.needs_input_grad  # e.g. GradNorm's autograd.grad asks for x's gradient only
+        return (dx * grad_out.to(dx.dtype) if need[0] else None,
+                dw * grad_out.to(dw.dtype) if need[1] else None,
+                db * grad_out.to(db.dtype) if db is not None and need[2] else None, None, None, None, None)
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
