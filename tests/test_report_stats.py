@@ -87,7 +87,8 @@ def _write_eval(d, values: dict, *, correct=None, floors=True, encoder="enc", ge
         for (p, m), v in values.items():
             if p != pooling:
                 continue
-            fl = {"majority": 0.5, "length_only": 0.55, "random_init": 0.6} if (floors and m == "probe.glue") else None
+            default = {"majority": 0.5, "length_only": 0.55, "random_init": 0.6}
+            fl = (floors if isinstance(floors, dict) else default) if (floors and m == "probe.glue") else None
             spec = None
             if m == "probe.glue" and correct is not None:
                 spec = {"type": "mean", "key": "probe_correct"}
@@ -252,3 +253,23 @@ def test_compare_renders_extras_with_the_same_rules(tmp_path):
     code = "import sys, predrecon.eval.report.extras_report; print('predrecon.eval.report.report' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"
+
+
+def test_verdict_reads_the_probe_against_its_highest_floor(tmp_path):
+    """Scores clear of the random-init encoder (0.60) but under the always-majority score (0.81, as
+    MRPC's F1 of always-positive): no conclusion, and the line names the majority floor."""
+    fl = {"majority": 0.81, "length_only": 0.7, "random_init": 0.6}
+    rng = np.random.default_rng(3)
+    arms = {a: [_write_eval(tmp_path / f"{a}{s}", _values(-2 + 0.1 * rng.normal(), 10 + rng.normal(),
+                                                          0.75 + 0.002 * rng.normal()), floors=fl, encoder=f"{a}{s}")
+                for s in range(4)] for a in ("hybrid", "mlm")}
+    comp = compare(arms, tmp_path / "cmp", n_null=50)
+    assert comp["verdict"]["per_task"] == {"sst2": "below floor"}
+    line = next(ln for ln in comp["verdict"]["lines"] if ln.startswith("sst2:"))
+    assert "at or below the majority floor: no conclusion" in line and "majority floor 0.810" in line
+    # the same scores above every floor are read as findings
+    fl2 = {"majority": 0.5, "length_only": 0.7, "random_init": 0.6}
+    arms2 = {a: [_write_eval(tmp_path / f"b{a}{s}", _values(-2 + 0.1 * rng.normal(), 10 + rng.normal(),
+                                                            0.75 + 0.002 * rng.normal()), floors=fl2,
+                             encoder=f"b{a}{s}") for s in range(4)] for a in ("hybrid", "mlm")}
+    assert compare(arms2, tmp_path / "cmp2", n_null=50)["verdict"]["per_task"] == {"sst2": "above floor"}

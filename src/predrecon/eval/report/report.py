@@ -59,8 +59,16 @@ FLOOR_METRIC = ("probe.glue", "mean")
 #: Equivalence margin of the "equal probe score" claim, on the GLUE metric's own scale.
 EQUIV_MARGIN = 0.02
 FIXED_NETWORKS = "two fixed networks: says nothing about objectives"
-NO_CONCLUSION = "encoders at or below the random-init floor: no conclusion about the objectives"
 FLOOR_NAMES = {"majority": "maj", "length_only": "len", "random_init": "rand"}
+FLOOR_LABELS = {"majority": "majority floor", "length_only": "length-only floor", "random_init": "random-init floor"}
+
+
+def no_conclusion(floor: str = "random-init floor") -> str:
+    """The verdict for encoders whose headline probe does not clear ``floor``."""
+    return f"encoders at or below the {floor}: no conclusion about the objectives"
+
+
+NO_CONCLUSION = no_conclusion()
 _fmt, _ci = stats.fmt_number, stats.fmt_interval  # kept for callers of the old names
 
 
@@ -263,8 +271,8 @@ def _arm_estimate(entries: list[dict]) -> tuple[float, float, float]:
 
 
 def _verdict(runs: dict, tasks: list[str], fixed: bool = False) -> dict:
-    """Per task: are all arms' headline probe scores at or below the random-init floor (the
-    value or its 95 % interval reaching the floor)?"""
+    """Per task: are all arms' headline probe scores at or below the highest of their floors
+    (majority, length-only, random-init; the value or its 95 % interval reaching it)?"""
     metric, pooling = FLOOR_METRIC
     per_task, lines = {}, []
     for task in tasks:
@@ -273,34 +281,40 @@ def _verdict(runs: dict, tasks: list[str], fixed: bool = False) -> dict:
             per_task[task] = "not computed"
             lines.append(f"{task}: {metric} ({pooling}) not computed: floors not computed, no floor check.")
             continue
-        fl = _floors(res, metric).get("random_init")
-        if fl is None:
+        floors = _floors(res, metric)
+        if "random_init" not in floors:
             per_task[task] = "floors not computed"
             lines.append(f"{task}: floors not computed (older results): scores cannot be read against a "
                          "random-init floor.")
             continue
         better = res[0]["metrics"][metric].get("better") or "higher"
+        # the strictest floor binds: a probe under the majority or length-only score has learned
+        # nothing usable even when it beats the random-init encoder (e.g. MRPC F1 vs always-positive)
+        fl_key = (min if better == "lower" else max)(floors, key=floors.get)
+        fl, fl_label = floors[fl_key], FLOOR_LABELS.get(fl_key, fl_key)
         est = {a: _arm_estimate([r.results[(task, pooling)]["metrics"][metric] for r in rs]) for a, rs in runs.items()}
         means = {a: v[0] for a, v in est.items()}
         # at or below: the value, or the end of its 95 % interval towards the floor, reaches it
         below = [a for a, (v, lo, hi) in est.items()
                  if _below(v, fl, better) or _below(hi if better == "lower" else lo, fl, better)]
         vals = ", ".join(f"{a} {stats.fmt_interval(*v)}" for a, v in est.items())
+        others = "; floors: " + _floor_text(floors)
         if len(below) == len(means):
             per_task[task] = "below floor"
-            lines.append(f"{task}: {NO_CONCLUSION} ({metric}: {vals}; random-init floor {stats.fmt_number(fl)}; "
-                         "at or below = the value or its 95 % interval reaches the floor).")
+            lines.append(f"{task}: {no_conclusion(fl_label)} ({metric}: {vals}; {fl_label} {stats.fmt_number(fl)}"
+                         f"{others}; at or below = the value or its 95 % interval reaches the highest floor).")
         else:
             per_task[task] = "above floor"
             note = f"; at or below it (value or interval): {', '.join(below)}" if below else ""
-            lines.append(f"{task}: above the random-init floor ({metric}: {vals}; floor {stats.fmt_number(fl)}{note}).")
+            lines.append(f"{task}: above the {fl_label} ({metric}: {vals}; {fl_label} {stats.fmt_number(fl)}"
+                         f"{others}{note}).")
     states = set(per_task.values())
     if states == {"below floor"}:
-        overall = NO_CONCLUSION + "."
+        overall = no_conclusion("floors") + "."
     elif "above floor" not in states:
         overall = "floors not computed: differences below are not read against a random-init floor."
     else:
-        overall = ("headline rows of tasks above the random-init floor are read as findings (in their family)"
+        overall = ("headline rows of tasks above their floors are read as findings (in their family)"
                    + (f" about these networks only ({FIXED_NETWORKS})." if fixed else " about the objectives."))
     return {"per_task": per_task, "lines": lines, "overall": overall}
 
