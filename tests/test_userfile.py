@@ -91,7 +91,7 @@ ERRORS = [  # (file name, content or None, options, message pattern)
      r"60 distinct labels in 60 rows look like scores.*kind=regression"),
     ("txt.tsv", "text\tlabel\na\t1\n \t0\n", "", r"txt\.tsv:3: empty or non-text value ' ' in text column 'text'"),
     ("ragged.tsv", "text\tlabel\na\t1\nb\t0\textra\n", "", r"ragged\.tsv:3: 3 fields, the header has 2"),
-    ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", \n', "", r"bad\.jsonl:2: not valid JSON"),
+    ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", \n', "", r"bad\.jsonl:2: malformed JSON line"),
     ("arr.jsonl", '{"text": "a", "label": 1}\n[1, 2]\n', "", r"arr\.jsonl:2: expected a JSON object"),
     ("key.jsonl", '{"text": "a", "label": 1}\n{"txt": "b", "label": 0}\n', "",
      r"key\.jsonl:2: no field 'text' \(text; fields found: txt, label\)"),

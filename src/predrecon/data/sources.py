@@ -48,6 +48,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
 
@@ -150,6 +151,18 @@ def read_text_file(path: str | Path, unit: str = "block") -> Iterator[str]:
         raise SourceError(f"{path}: no documents (only whitespace)")
 
 
+def json_object_line(path: Path, lineno: int, line: str, error: type[Exception]) -> dict[str, Any]:
+    """One line of a JSON-lines file as an object; ``error`` (naming file and line) for invalid
+    JSON or anything but an object. Shared by corpus files and user evaluation files."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise error(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def read_jsonl_file(path: str | Path, field: str = "text") -> Iterator[str]:
     """Documents of a JSON-lines file: the string ``field`` of each object (blank lines skipped).
 
@@ -162,12 +175,7 @@ def read_jsonl_file(path: str | Path, field: str = "text") -> Iterator[str]:
     for lineno, line in _iter_lines(path):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SourceError(f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise SourceError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        obj = json_object_line(path, lineno, line, SourceError)
         if field not in obj:
             raise SourceError(f"{path}:{lineno}: no field {field!r} (keys: {', '.join(sorted(obj))})")
         val = obj[field]

@@ -34,7 +34,6 @@ two classes, an unknown option.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from pathlib import Path
@@ -42,6 +41,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
+from ...data.sources import json_object_line
 from .registry import SUBSET_SEED, TASK_SCHEMES, Split, TaskData, strata, stratified_indices
 
 SCHEME = "file"
@@ -104,13 +104,7 @@ def read_rows(path: Path, fmt: str) -> tuple[list[str], list[tuple[int, dict]]]:
         for i, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserFileError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise UserFileError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
-            rows.append((i, rec))
+            rows.append((i, json_object_line(path, i, line, UserFileError)))
         return list(rows[0][1]), rows
     reader = csv.reader(text.splitlines(), delimiter="\t" if fmt == "tsv" else ",")
     try:
