@@ -10,7 +10,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from predrecon.data.shards import TokenDataset, build_shards
-from predrecon.data.tokenizer import load_tokenizer, train_wordpiece
+from predrecon.data.tokenizer import SpecialIds, load_tokenizer, train_wordpiece
 
 WORDS = ("the river city north ancient music church language history king war science water light "
          "energy theory island mountain painting novel century empire trade school village bridge "
@@ -59,3 +59,25 @@ def has_package(name: str) -> bool:
 
 def bert_tokenizer() -> Tokenizer:
     return load_tokenizer("bert-base-uncased")
+
+
+# ---- tensors without a tokenizer (masking and sampler tests) ----
+SMALL_SPECIAL = SpecialIds(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
+SMALL_VOCAB = 50
+
+
+def gen(seed: int = 0):
+    """A seeded CPU ``torch.Generator``."""
+    import torch
+    return torch.Generator().manual_seed(seed)
+
+
+def packed_rows(docs_per_row, T: int, seed: int = 0):
+    """Packed-style rows: each row a list of document lengths; tokens drawn from non-special ids
+    below :data:`SMALL_VOCAB`, laid out by ``assemble_rows`` with :data:`SMALL_SPECIAL`."""
+    import torch
+
+    from predrecon.data.batching import assemble_rows
+    g = torch.Generator().manual_seed(seed)
+    rows = [[torch.randint(5, SMALL_VOCAB, (n,), generator=g).numpy() for n in lens] for lens in docs_per_row]
+    return assemble_rows(rows, T, SMALL_SPECIAL.cls_id, SMALL_SPECIAL.sep_id, SMALL_SPECIAL.pad_id)

@@ -11,23 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from predrecon.config import JEPAConfig, MLMConfig, ObjectiveConfig
-from predrecon.data.batching import assemble_rows
 from predrecon.data.masking import Collator, jepa_blocks, maskable_positions, mlm_mask, step_seed
-from predrecon.data.tokenizer import SpecialIds
 
-SP = SpecialIds(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
-V = 50
+from fixtures_data import SMALL_SPECIAL, SMALL_VOCAB, gen, packed_rows
 
-
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
-
-
-def _rows(docs_per_row, T, seed=0):
-    """Packed-style rows: each row a list of document lengths; tokens drawn from non-special ids."""
-    g = torch.Generator().manual_seed(seed)
-    rows = [[torch.randint(5, V, (n,), generator=g).numpy() for n in lens] for lens in docs_per_row]
-    return assemble_rows(rows, T, SP.cls_id, SP.sep_id, SP.pad_id)
+SP, V = SMALL_SPECIAL, SMALL_VOCAB
+_gen, _rows = gen, packed_rows
 
 
 # --- MLM -------------------------------------------------------------------------------------------
