@@ -81,3 +81,18 @@ def packed_rows(docs_per_row, T: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     rows = [[torch.randint(5, SMALL_VOCAB, (n,), generator=g).numpy() for n in lens] for lens in docs_per_row]
     return assemble_rows(rows, T, SMALL_SPECIAL.cls_id, SMALL_SPECIAL.sep_id, SMALL_SPECIAL.pad_id)
+
+
+def tiny_dataset(factory, name: str, n_docs: int, seed: int) -> str:
+    """``make_docs(n_docs, seed)`` built as a dataset in a fresh folder of pytest's
+    ``tmp_path_factory`` (for module- or session-scoped fixtures); returns its path."""
+    out = factory.mktemp(name) / "ds"
+    build_tiny(out, docs=make_docs(n_docs, seed=seed))
+    return str(out)
+
+
+def debug_cfg(data: str, *ov: str):
+    """The ``debug`` preset on ``data``, no progress bar, then ``ov`` (KEY=VALUE overrides)."""
+    from predrecon.config import apply_overrides
+    from predrecon.presets import get_preset
+    return apply_overrides(get_preset("debug"), [f"data.path={data}", "train.progress=false", *ov])

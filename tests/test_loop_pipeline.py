@@ -9,24 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from predrecon.config import apply_overrides
-from predrecon.presets import get_preset
 from predrecon.train.loop import train
 
-from fixtures_data import build_tiny, make_docs
+from fixtures_data import debug_cfg, tiny_dataset
 
 OV = ("train.steps=10", "train.log_every=1", "train.ckpt_every=100", "optim.warmup_steps=2", "train.diag_every=0")
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("pipe") / "ds"
-    build_tiny(out, docs=make_docs(120, seed=7))
-    return str(out)
+    return tiny_dataset(tmp_path_factory, "pipe", 120, 7)
 
 
 def cfg_for(data: str, *ov: str):
-    return apply_overrides(get_preset("debug"), [f"data.path={data}", "train.progress=false", *OV, *ov])
+    return debug_cfg(data, *OV, *ov)
 
 
 def curve(run: Path, key: str) -> list[tuple[int, float]]:

@@ -11,27 +11,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from predrecon.config import apply_overrides
 from predrecon.data.masking import Collator
 from predrecon.data.shards import TokenDataset
-from predrecon.presets import get_preset
 from predrecon.train.checkpoint import list_checkpoints
 from predrecon.train.diagnostics import Diagnostics, FaultMonitor, TrainingStopped, position_only_predictions
 from predrecon.train.loop import apply_update, build_optimizer, train
 from predrecon.train.meta import HybridModel
 
-from fixtures_data import build_tiny, make_docs
+from fixtures_data import debug_cfg, tiny_dataset
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("numerics") / "ds"
-    build_tiny(out, docs=make_docs(120, seed=7))
-    return str(out)
+    return tiny_dataset(tmp_path_factory, "numerics", 120, 7)
 
 
-def cfg_for(data: str, *ov: str):
-    return apply_overrides(get_preset("debug"), [f"data.path={data}", "train.progress=false", *ov])
+cfg_for = debug_cfg
 
 
 def records(run: Path) -> list[dict]:

@@ -18,28 +18,23 @@ import pytest
 import torch
 
 from predrecon.cli import main
-from predrecon.config import apply_overrides
-from predrecon.presets import get_preset
 from predrecon.train.checkpoint import list_checkpoints, load_checkpoint, state_is_finite
 from predrecon.train.export import ExportError, export_encoder, load_encoder
 from predrecon.train.loop import train
 from predrecon.train.rundir import LOCK_NAME, RunLock, RunLockedError, read_jsonl
 
-from fixtures_data import build_tiny, make_docs
+from fixtures_data import debug_cfg, tiny_dataset
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("data") / "ds"
-    build_tiny(out, docs=make_docs(80, seed=11))
-    return str(out)
+    return tiny_dataset(tmp_path_factory, "data", 80, 11)
 
 
 def cfg_for(data: str, *ov: str):
-    return apply_overrides(get_preset("debug"), [f"data.path={data}", "train.progress=false", "train.diag_every=0",
-                                                 "optim.warmup_steps=1", *ov])
+    return debug_cfg(data, "train.diag_every=0", "optim.warmup_steps=1", *ov)
 
 
 @pytest.fixture(scope="module")

@@ -8,24 +8,21 @@ import types
 
 import pytest
 
-from predrecon.config import ConfigError, apply_overrides
+from predrecon.config import ConfigError
 from predrecon.presets import get_preset
 from predrecon.train import tracking
 from predrecon.train.loop import train
 from predrecon.train.tracking import Tracker, record_scalars
 
-from fixtures_data import build_tiny, has_package, make_docs
+from fixtures_data import debug_cfg, has_package, tiny_dataset
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("data") / "ds"
-    build_tiny(out, docs=make_docs(60, seed=11))
-    return str(out)
+    return tiny_dataset(tmp_path_factory, "data", 60, 11)
 
 
-def cfg_for(data: str, *ov: str):
-    return apply_overrides(get_preset("debug"), [f"data.path={data}", "train.progress=false", *ov])
+cfg_for = debug_cfg
 
 
 class ListLog:
