@@ -29,7 +29,7 @@ from predrecon.data.shards import TokenDataset
 from predrecon.presets import get_preset
 from predrecon.train.loop import train
 
-from fixtures_data import build_tiny, make_docs
+from fixtures_data import build_tiny, debug_cfg, make_docs, tiny_dataset
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -41,9 +41,7 @@ BASE = ("train.steps=12", "train.log_every=2", "train.ckpt_every=6", "optim.warm
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("dist") / "ds"
-    build_tiny(out, docs=make_docs(120, seed=7))
-    return str(out)
+    return tiny_dataset(tmp_path_factory, "dist", 120, 7)
 
 
 def free_port() -> int:
@@ -60,21 +58,20 @@ def env() -> dict[str, str]:
 
 
 def torchrun(args: list[str], nproc: int = 2) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr",
-            "127.0.0.1", "--master-port", str(free_port()), *args]
+    """torchrun on this host; ``--standalone`` lets the rendezvous bind its own free port (a port
+    picked here could be taken by a test running beside this one before torchrun binds it)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *args]
 
 
 def run_ranks(data: str, out: Path, *ov: str, max_steps: int = 0, nproc: int = 2) -> subprocess.CompletedProcess:
     p = subprocess.run(torchrun([str(WORKER), data, str(out), str(max_steps), *BASE, *ov], nproc),
                        env=env(), capture_output=True, text=True, timeout=240)
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 0, "\n".join(ln for ln in p.stderr.splitlines() if "Warning" not in ln)[-4000:]
     return p
 
 
 def run_single(data: str, out: Path, *ov: str, max_steps: int | None = None) -> None:
-    cfg = apply_overrides(get_preset("debug"), [f"data.path={data}", "train.progress=false", "train.device=cpu",
-                                                *BASE, *ov])
-    train(cfg, out, resume="auto", max_steps=max_steps)
+    train(debug_cfg(data, "train.device=cpu", *BASE, *ov), out, resume="auto", max_steps=max_steps)
 
 
 def curve(run: Path) -> dict[int, dict[str, float]]:
