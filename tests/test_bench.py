@@ -9,14 +9,16 @@ import pytest
 from predrecon import bench
 from predrecon.bench import format_table, run_bench
 
-CONTESTANTS = {"hf_bert_mlm", "ours_mlm", "ours_hybrid_shared", "ours_hybrid_separate"}
+CONTESTANTS = {"hf_bert_mlm", "hf_bert_mlm_eager", "ours_mlm", "ours_hybrid_shared", "ours_hybrid_separate"}
+HF = {"hf_bert_mlm", "hf_bert_mlm_eager"}
 
 
 def test_ratios_follow_from_step_times_on_a_fake_clock(monkeypatch):
     """Each contestant advances a fake clock by a known step time: the reported tokens/s and
     ratios must be exactly batch*seq/time and t_hf/t_ours."""
     clock = [0.0]
-    step_s = {"hf_bert_mlm": 0.004, "ours_mlm": 0.002, "ours_hybrid_shared": 0.0025, "ours_hybrid_separate": 0.005}
+    step_s = {"hf_bert_mlm": 0.004, "hf_bert_mlm_eager": 0.0032, "ours_mlm": 0.002, "ours_hybrid_shared": 0.0025,
+              "ours_hybrid_separate": 0.005}
     kinds = {("mlm", "shared"): "ours_mlm", ("hybrid", "shared"): "ours_hybrid_shared",
              ("hybrid", "separate"): "ours_hybrid_separate"}
 
@@ -26,7 +28,7 @@ def test_ratios_follow_from_step_times_on_a_fake_clock(monkeypatch):
         return step
 
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(bench, "_hf", lambda *a, **k: ticker("hf_bert_mlm"))
+    monkeypatch.setattr(bench, "_hf", lambda *a: ticker("hf_bert_mlm" if a[-1] == "sdpa" else "hf_bert_mlm_eager"))
     monkeypatch.setattr(bench, "_ours",
                         lambda cfg, *a, **k: ticker(kinds[cfg.objective.kind, cfg.objective.student_path]))
     out = run_bench("tiny", batch=4, seq=16, steps=3, warmup=1, rounds=2, device="cpu")
@@ -36,17 +38,19 @@ def test_ratios_follow_from_step_times_on_a_fake_clock(monkeypatch):
         assert r["step_s_median"] == pytest.approx(step_s[name], rel=1e-9)
         assert r["tokens_per_s"] == pytest.approx(64 / step_s[name], rel=1e-9)
         assert r["ratio_vs_hf_mlm"] == pytest.approx(step_s["hf_bert_mlm"] / step_s[name], rel=1e-9)
+        # against the faster of HF's two attention implementations (here the eager one)
+        assert r["ratio_vs_best_hf"] == pytest.approx(step_s["hf_bert_mlm_eager"] / step_s[name], rel=1e-9)
     assert res["ours_mlm"]["ratio_vs_hf_mlm"] == pytest.approx(2.0)
     table = format_table(out)
-    assert "| ours_mlm | 32,000 | 2.00 |" in table and "| ours_hybrid_separate | 12,800 | 0.80 |" in table
+    assert "| ours_mlm | 32,000 | 2.00 | 1.60 |" in table and "| ours_hybrid_separate | 12,800 | 0.80 | 0.64 |" in table
 
 
 def test_without_hf_there_is_no_ratio(monkeypatch):
     monkeypatch.setattr(bench, "_ours", lambda *a, **k: (lambda: None))
     out = run_bench("tiny", batch=2, seq=8, steps=1, warmup=0, rounds=1, device="cpu", include_hf=False)
-    assert set(out["results"]) == CONTESTANTS - {"hf_bert_mlm"}
-    assert all(r["ratio_vs_hf_mlm"] is None for r in out["results"].values())
-    assert format_table(out).count("| – |") == 3
+    assert set(out["results"]) == CONTESTANTS - HF
+    assert all(r["ratio_vs_hf_mlm"] is None and r["ratio_vs_best_hf"] is None for r in out["results"].values())
+    assert format_table(out).count("| – | – |") == 3
 
 
 def test_real_run_is_consistent_and_reports_every_contestant(monkeypatch):
@@ -64,6 +68,8 @@ def test_real_run_is_consistent_and_reports_every_contestant(monkeypatch):
         assert r["tokens_per_s"] == pytest.approx(64 / r["step_s_median"], rel=1e-12)
         # the ratio is computed from the two measured medians, not set to a constant
         assert r["ratio_vs_hf_mlm"] == pytest.approx(hf["step_s_median"] / r["step_s_median"], rel=1e-12)
+        fast = min(res[n]["step_s_median"] for n in HF)
+        assert r["ratio_vs_best_hf"] == pytest.approx(fast / r["step_s_median"], rel=1e-12)
         assert f"| {name} | {r['tokens_per_s']:,.0f} | {r['ratio_vs_hf_mlm']:.2f} |" in format_table(out)
 
 
@@ -111,7 +117,7 @@ def test_two_precisions_are_interleaved_and_compared_within_a_precision(monkeypa
         return make
 
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(bench, "_hf", lambda shape, seq, batch, dev, amp, n: fake(lambda a: "hf")(0, 0, 0, amp))
+    monkeypatch.setattr(bench, "_hf", lambda shape, seq, batch, dev, amp, n, attn: fake(lambda a: "hf")(0, 0, 0, amp))
     monkeypatch.setattr(bench, "_ours", lambda cfg, dev, amp, n: fake(lambda a: "ours")(0, 0, 0, amp))
     out = run_bench("tiny", batch=4, seq=16, steps=1, warmup=0, rounds=2, device="cpu", precisions=("fp32", "bf16"))
     res = out["results"]
@@ -119,7 +125,7 @@ def test_two_precisions_are_interleaved_and_compared_within_a_precision(monkeypa
     assert res["ours_mlm@bf16"]["ratio_vs_hf_mlm"] == pytest.approx(4.0)
     assert res["hf_bert_mlm@bf16"]["precision"] == "bf16"
     # every round visits every contestant once: rounds are interleaved, not one contestant after another
-    assert order[:8] == order[8:] and len(set(order[:8])) == 2 * 2
+    assert order[:10] == order[10:] and len(set(order[:10])) == 2 * 2
 
 
 def test_real_loop_contestant_runs_train_step_and_counts_real_tokens(monkeypatch, tmp_path):
@@ -172,6 +178,6 @@ def test_compiled_contestants_are_built_compiled(monkeypatch):
     monkeypatch.setattr(bench, "_ours", fake_ours)
     out = run_bench("tiny", batch=2, seq=8, steps=1, warmup=0, rounds=1, device="cpu", include_hf=False,
                     compiled=True, precisions=("fp32",))
-    assert set(out["results"]) == CONTESTANTS - {"hf_bert_mlm"} | {"ours_mlm+compile", "ours_hybrid_shared+compile"}
+    assert set(out["results"]) == CONTESTANTS - HF | {"ours_mlm+compile", "ours_hybrid_shared+compile"}
     assert sorted(seen) == sorted([("mlm", "shared", False), ("hybrid", "shared", False), ("hybrid", "separate", False),
                                    ("mlm", "shared", True), ("hybrid", "shared", True)])

@@ -243,3 +243,83 @@ def test_family_config_is_checked():
         small_cfg(family="bert", positions="sincos")  # not BERT's
     with pytest.raises(ValueError, match="model.family"):
         small_cfg(family="gpt")
+
+
+# ------------------------------------------------------------------------------ attention kernels
+@pytest.mark.parametrize("family,positions", [("prenorm", "learned"), ("prenorm", "rope"), ("bert", "learned")])
+def test_eager_and_sdpa_attention_agree_with_masks_and_gradients(family, positions):
+    """The eager kernel is the SDPA function: same outputs and parameter gradients (fp32, 1e-5),
+    with padding and packed documents (block-diagonal mask) in the rows."""
+    ids = torch.randint(0, V, (3, 12), generator=torch.Generator().manual_seed(1))
+    seg = torch.tensor([[1] * 12, [1] * 5 + [2] * 4 + [0] * 3, [1] * 3 + [2] * 3 + [3] * 6])
+    outs, grads = [], []
+    for impl in ("sdpa", "eager"):
+        enc = make(positions, family=family, attention=impl, **({"norm_eps": 1e-12} if family == "bert" else {}))
+        out = enc(ids, segment_ids=seg).last_hidden_state
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+        outs.append(out.detach())
+        grads.append({n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 4
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-5, rtol=1e-4, msg=n)
+    # and the two differ from an encoder that ignores the mask: the mask is honoured by both
+    unmasked = make(positions, family=family, attention="eager",
+                    **({"norm_eps": 1e-12} if family == "bert" else {}))(ids).last_hidden_state
+    assert (unmasked[1] - outs[1][1]).abs().max() > 1e-3
+
+
+def test_eager_attention_closed_form_and_float_mask():
+    q = torch.tensor([[[[1.0, 0.0], [0.0, 2.0]]]])  # (1, 1, 2, 2)
+    k = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
+    v = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    from predrecon.model.encoder import eager_attention
+
+    s = torch.tensor([[1.0, 0.0], [0.0, 2.0]]) / math.sqrt(2)
+    expect = torch.softmax(s, -1) @ v[0, 0]
+    torch.testing.assert_close(eager_attention(q, k, v)[0, 0], expect)
+    keep = torch.tensor([[True, False], [True, True]])
+    out = eager_attention(q, k, v, keep)[0, 0]
+    torch.testing.assert_close(out[0], v[0, 0, 0])  # row 0 sees key 0 only
+    additive = torch.where(keep, 0.0, float("-inf"))
+    torch.testing.assert_close(eager_attention(q, k, v, additive), eager_attention(q, k, v, keep))
+
+
+def test_eager_attention_bf16_matches_fp32():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 64, 32, generator=g) for _ in range(3))
+    from predrecon.model.encoder import eager_attention
+
+    ref = eager_attention(q, k, v)
+    low = eager_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - ref).abs().max() < 0.03  # bf16 rounding of q, k, v and the output
+    assert (low.float() - ref).abs().max() > 0  # (it did run in bf16)
+
+
+def test_resolve_attention_rule():
+    from predrecon.model.encoder import EAGER_MAX_LEN_CPU, resolve_attention
+
+    def q(T, dtype=torch.float32, device="cpu"):
+        return torch.empty(1, 1, T, 8, dtype=dtype, device=device)
+
+    cap32, cap16 = EAGER_MAX_LEN_CPU[torch.float32], EAGER_MAX_LEN_CPU[torch.bfloat16]
+    assert resolve_attention("auto", q(cap32)) == "eager"
+    assert resolve_attention("auto", q(cap32 + 1)) == "sdpa"
+    assert resolve_attention("auto", q(cap16, torch.bfloat16)) == "eager"
+    assert resolve_attention("auto", q(cap16 + 1, torch.bfloat16)) == "sdpa"
+    assert resolve_attention("auto", q(8, torch.float64)) == "sdpa"
+    assert resolve_attention("auto", q(8, device="meta")) == "sdpa"  # not a CPU
+    assert resolve_attention("sdpa", q(8)) == "sdpa" and resolve_attention("eager", q(4096)) == "eager"
+    with pytest.raises(ValueError, match="attention"):
+        resolve_attention("flash", q(8))
+    with pytest.raises(ValueError, match="model.attention"):
+        small_cfg(attention="flash")
+
+
+def test_eager_dropout_only_in_train_mode():
+    enc = make(dropout=0.5, attention="eager")
+    ids = torch.randint(0, V, (2, 8))
+    torch.testing.assert_close(enc(ids).last_hidden_state, enc(ids).last_hidden_state)
+    enc.train()
+    assert not torch.allclose(enc(ids).last_hidden_state, enc(ids).last_hidden_state)

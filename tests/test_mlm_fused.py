@@ -93,3 +93,44 @@ def test_head_loss_equals_logits_then_mlm_loss(tied):
     for a, c in zip(g_ref, g_got):
         torch.testing.assert_close(c, a, rtol=1e-5, atol=1e-7)
     assert bool((g_got[-1][V:] == 0).all())  # padded decoder rows get no gradient
+
+
+def test_padded_rows_get_zero_gradient_and_are_never_scored():
+    x, w, b, lab = _case(v=53)
+    lab = lab.clamp(max=40)  # labels inside the first 41 classes
+    ref = F.cross_entropy(x @ w[:41].T + b[:41], lab, ignore_index=-100)
+    got = linear_cross_entropy(x, w, b, lab, chunk=6, num_classes=41)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    gw, gb = _grads(got, w, b)
+    assert gw.shape == w.shape and gb.shape == b.shape
+    assert bool((gw[41:] == 0).all()) and bool((gb[41:] == 0).all())
+    rw, rb = _grads(ref, w, b)
+    torch.testing.assert_close(gw, rw)
+    torch.testing.assert_close(gb, rb)
+    with pytest.raises(ValueError, match="num_classes"):
+        linear_cross_entropy(x, w, b, lab, num_classes=54)
+
+
+def test_weight_gradient_handed_over_once():
+    """The weight gradient is scaled in place and given to autograd: a backward that needs only
+    x's gradient (GradNorm's autograd.grad) leaves it, a second weight backward is refused."""
+    x, w, b, lab = _case()
+    got = linear_cross_entropy(x, w, b, lab, chunk=8)
+    (gx,) = torch.autograd.grad(got * 3.0, x, retain_graph=True)
+    got.backward(retain_graph=True)
+    ref = F.cross_entropy(x @ w.T + b, lab, ignore_index=-100)
+    rx, rw = _grads(ref, x, w)
+    torch.testing.assert_close(gx, 3.0 * rx)
+    torch.testing.assert_close(w.grad, rw)  # scaled once, by 1
+    with pytest.raises(RuntimeError, match="second backward"):
+        got.backward()
+
+
+def test_weight_gradient_by_autograd_grad_is_handed_over_too():
+    x, w, b, lab = _case()
+    got = linear_cross_entropy(x, w, b, lab, chunk=8)
+    (gw,) = torch.autograd.grad(got * 0.5, w, retain_graph=True)
+    (rw,) = _grads(F.cross_entropy(x @ w.T + b, lab, ignore_index=-100), w)
+    torch.testing.assert_close(gw, 0.5 * rw)
+    with pytest.raises(RuntimeError, match="second backward"):
+        got.backward()

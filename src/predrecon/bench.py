@@ -4,7 +4,10 @@ All contestants run in one process, on the same device, batch shape and optimize
 on CUDA and CPU), interleaved round-robin so that drift in machine load hits them alike; with several
 ``precisions`` every contestant runs once per precision, in the same rounds. Contestants:
 
-* ``hf_bert_mlm`` — ``BertForMaskedLM`` (SDPA), 15 % of tokens masked, on batches built ahead;
+* ``hf_bert_mlm`` — ``BertForMaskedLM`` (SDPA, its default), 15 % of tokens masked, on batches
+  built ahead; ``hf_bert_mlm_eager`` — the same with ``attn_implementation="eager"`` (on a CPU
+  the faster of the two at short rows, as our ``model.attention=auto`` picks the eager kernel
+  there);
 * ``ours_mlm`` / ``ours_hybrid_shared`` / ``ours_hybrid_separate`` — the training loop's step
   function (:func:`predrecon.train.step.train_step`: forward, backward, clip, optimizer, EMA) on
   batches built ahead (masks from our collator);
@@ -14,11 +17,15 @@ on CUDA and CPU), interleaved round-robin so that drift in machine load hits the
   ``train.log_every`` steps, written to a JSONL file.
 
 Reported per contestant: tokens/s (real tokens: non-padding ``segment_ids``; the built-ahead
-batches have no padding), the ratio to HF's MLM step at the same precision, MFU (analytic matmul
+batches have no padding), the ratio to HF's MLM step (SDPA) at the same precision and to the
+faster of HF's two attention implementations, MFU (analytic matmul
 FLOPs per token, :func:`predrecon.experiment.matmul_flops_per_token`, against a stated peak:
 ``--peak-tflops``, the GPU's bf16 dense figure, or on CPU the best of timed 4096 x 512 x 2048
 matmuls, measured before and in every round) and,
-on CUDA, peak allocated memory. CPU runs report the process's RSS high-water mark.
+on CUDA, peak allocated memory. CPU runs report the process's RSS high-water mark and the glibc
+allocator settings (``GLIBC_TUNABLES``): with the default thresholds every large buffer freed is
+returned to the OS and its pages fault in again on the next step, which costs HF's dense
+(tokens x vocab) logits far more than our steps (docs/results.md).
 
     predrecon bench --shape base --batch 256 --seq 128                 # GPU (bf16, SDPA)
     predrecon bench --shape tiny --batch 16 --precision fp32,bf16      # CPU
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -54,6 +62,7 @@ GPU_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16, b
 STEP_KINDS = (("ours_mlm", "mlm", "shared"), ("ours_hybrid_shared", "hybrid", "shared"),
               ("ours_hybrid_separate", "hybrid", "separate"))
 LOOP_KINDS = (("loop_mlm", "mlm", "shared"), ("loop_hybrid_shared", "hybrid", "shared"))
+HF_KINDS = (("hf_bert_mlm", "sdpa"), ("hf_bert_mlm_eager", "eager"))
 
 
 @dataclass
@@ -200,13 +209,13 @@ def _loop(cfg: RunConfig, data: str, device: torch.device, amp: torch.dtype | No
 
 
 def _hf(shape: str, seq: int, batch: int, device: torch.device, amp: torch.dtype | None,
-        n_batches: int) -> Callable[[], None]:
+        n_batches: int, attn: str = "sdpa") -> Callable[[], None]:
     from transformers import BertConfig, BertForMaskedLM
 
     d, depth, heads = SHAPES[shape]
     conf = BertConfig(vocab_size=VOCAB, hidden_size=d, num_hidden_layers=depth, num_attention_heads=heads,
                       intermediate_size=4 * d, max_position_embeddings=512, hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0, attn_implementation="sdpa")
+                      attention_probs_dropout_prob=0.0, attn_implementation=attn)
     model = BertForMaskedLM(conf).to(device).train()
     kw = {"fused": True} if fused_adamw(device) else {}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, **kw)
@@ -293,8 +302,9 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
         sfx = f"@{pname}" if len(precisions) > 1 else ""
         mlm_cfg = _our_cfg(shape, "mlm", "shared", seq, batch)
         if include_hf:
-            contestants.append(Contestant("hf_bert_mlm" + sfx, _hf(shape, seq, batch, dev, amp, 4),
-                                          _flops(mlm_cfg, "mlm"), pname))
+            for name, attn in HF_KINDS:
+                contestants.append(Contestant(name + sfx, _hf(shape, seq, batch, dev, amp, 4, attn),
+                                              _flops(mlm_cfg, "mlm"), pname))
         for name, kind, path in STEP_KINDS:
             cfg = _our_cfg(shape, kind, path, seq, batch)
             contestants.append(Contestant(name + sfx, _ours(cfg, dev, amp, 4), _flops(cfg, kind), pname))
@@ -349,8 +359,11 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
                        "mfu": tps * c.flops_per_token / peak if c.flops_per_token and peak == peak else None,
                        "peak_mem_gib": mem[c.name] if dev.type == "cuda" else None}
     for c in contestants:
-        hf = res.get("hf_bert_mlm" + (f"@{c.precision}" if len(precisions) > 1 else ""), {}).get("tokens_per_s")
+        sfx = f"@{c.precision}" if len(precisions) > 1 else ""
+        hfs = {n: res.get(n + sfx, {}).get("tokens_per_s") for n, _ in HF_KINDS}
+        hf, best = hfs["hf_bert_mlm"], max((v for v in hfs.values() if v), default=None)
         res[c.name]["ratio_vs_hf_mlm"] = res[c.name]["tokens_per_s"] / hf if hf else None
+        res[c.name]["ratio_vs_best_hf"] = res[c.name]["tokens_per_s"] / best if best else None
     out = {"config": {"shape": shape, "batch": batch, "seq": seq, "steps": steps, "rounds": rounds,
                       "device": str(dev), "precision": ",".join(sorted({c.precision for c in contestants}))
                       or ",".join(precisions),
@@ -363,19 +376,22 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
         out["config"]["max_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
     else:
         out["config"]["rss_high_water_gib"] = _rss_gib()
+        out["config"]["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "default")
     tmp.cleanup()
     return out
 
 
 def format_table(out: dict) -> str:
-    """Markdown table: name, tokens/s, ratio, MFU; a peak-memory column when measured (CUDA)."""
+    """Markdown table: name, tokens/s, ratios (to HF SDPA, to the faster HF), MFU; a peak-memory
+    column when measured (CUDA)."""
     with_mem = any(r.get("peak_mem_gib") is not None for r in out["results"].values())
-    lines = ["| step | tokens/s | × HF BertForMaskedLM | MFU |" + (" peak GiB |" if with_mem else ""),
-             "|---|---:|---:|---:|" + ("---:|" if with_mem else "")]
+    lines = ["| step | tokens/s | × HF BertForMaskedLM | × faster HF | MFU |" + (" peak GiB |" if with_mem else ""),
+             "|---|---:|---:|---:|---:|" + ("---:|" if with_mem else "")]
     for n, r in out["results"].items():
         ratio = f"{r['ratio_vs_hf_mlm']:.2f}" if r["ratio_vs_hf_mlm"] else "–"
+        best = f"{r['ratio_vs_best_hf']:.2f}" if r.get("ratio_vs_best_hf") else "–"
         mfu = f"{100 * r['mfu']:.1f} %" if r.get("mfu") is not None else "n/a"
-        row = f"| {n} | {r['tokens_per_s']:,.0f} | {ratio} | {mfu} |"
+        row = f"| {n} | {r['tokens_per_s']:,.0f} | {ratio} | {best} | {mfu} |"
         if with_mem:
             row += f" {r['peak_mem_gib']:.2f} |" if r.get("peak_mem_gib") is not None else " n/a |"
         lines.append(row)

@@ -89,6 +89,10 @@ class ModelConfig:
     norm_eps: float = 1e-6
     init_std: float = 0.02
     pad_id: int = 0
+    # attention kernel: "sdpa" (torch's scaled_dot_product_attention), "eager" (matmul + fp32
+    # softmax + matmul; materialises the (B, H, T, T) scores), "auto" = eager on a CPU for short
+    # rows (there torch's fused CPU kernel is slower: its bf16 backward ~3x), sdpa elsewhere
+    attention: str = "auto"
 
     def __post_init__(self) -> None:
         _finite(self, "model")
@@ -105,6 +109,8 @@ class ModelConfig:
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
         _check(self.pad_vocab_multiple >= 1, "model.pad_vocab_multiple", "must be >= 1")
         _check(self.family in ("prenorm", "bert"), "model.family", f"must be prenorm|bert, got {self.family!r}")
+        _check(self.attention in ("auto", "sdpa", "eager"), "model.attention",
+               f"must be auto|sdpa|eager, got {self.attention!r}")
         _check(self.family != "bert" or self.positions == "learned", "model.positions",
                f"model.family=bert uses learned absolute positions, got {self.positions!r}")
 

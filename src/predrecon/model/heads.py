@@ -68,8 +68,8 @@ class MLMHead(nn.Module):
         x = torch.gather(hidden, 1, index.unsqueeze(-1).expand(-1, -1, D))  # (B, M, D)
         x = self.norm(self.act(self.dense(x)))
         V = self.real_vocab
-        return linear_cross_entropy(x.reshape(-1, D), self.decoder.weight[:V], self.decoder.bias[:V],
-                                    labels.reshape(-1), chunk)
+        return linear_cross_entropy(x.reshape(-1, D), self.decoder.weight, self.decoder.bias,
+                                    labels.reshape(-1), chunk, num_classes=V)
 
 
 class Predictor(nn.Module):
@@ -78,12 +78,13 @@ class Predictor(nn.Module):
     ``enc_dim`` is the encoder width; ``jepa_cfg`` gives ``predictor_dim``, ``predictor_depth``,
     ``predictor_heads`` and ``predictor_mode``; ``max_len`` bounds the position ids;
     ``num_targets`` mask tokens (one per target block; a single shared one in ``per_block``
-    mode). ``positions``: ``sincos`` (fixed, paper) or ``learned``.
+    mode). ``positions``: ``sincos`` (fixed, paper) or ``learned``. ``attention``: the kernel
+    (``model.attention``, :func:`~predrecon.model.encoder.resolve_attention`).
     """
 
     def __init__(self, enc_dim: int, jepa_cfg: JEPAConfig, max_len: int, num_targets: int,
                  positions: str = "sincos", mlp_ratio: float = 4.0, eps: float = 1e-6,
-                 init_std: float = 0.02):
+                 init_std: float = 0.02, attention: str = "auto"):
         super().__init__()
         if positions not in ("sincos", "learned"):
             raise ValueError(f"predictor positions must be sincos|learned, got {positions!r}")
@@ -95,7 +96,7 @@ class Predictor(nn.Module):
         self.embed = nn.Linear(enc_dim, pdim)
         self.pos_emb = make_position_embedding(positions, max_len, pdim)
         self.mask_tokens = nn.Parameter(torch.zeros(1 if self.per_block else num_targets, pdim))
-        self.blocks = nn.ModuleList(Block(pdim, jepa_cfg.predictor_heads, mlp_ratio, eps)
+        self.blocks = nn.ModuleList(Block(pdim, jepa_cfg.predictor_heads, mlp_ratio, eps, attention=attention)
                                     for _ in range(jepa_cfg.predictor_depth))
         self.norm = nn.LayerNorm(pdim, eps=eps)
         self.proj = nn.Linear(pdim, enc_dim)
@@ -153,4 +154,5 @@ def build_predictor(cfg: RunConfig) -> Predictor:
     """The predictor for a run: encoder width ``cfg.model.dim``, ``cfg.jepa`` sizes,
     ``cfg.model.max_len`` positions, ``cfg.jepa.num_targets`` mask tokens, fixed sin/cos positions."""
     return Predictor(cfg.model.dim, cfg.jepa, max_len=cfg.model.max_len, num_targets=cfg.jepa.num_targets,
-                     positions="sincos", eps=cfg.model.norm_eps, init_std=cfg.model.init_std)
+                     positions="sincos", eps=cfg.model.norm_eps, init_std=cfg.model.init_std,
+                     attention=cfg.model.attention)
