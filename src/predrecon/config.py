@@ -91,7 +91,7 @@ class ModelConfig:
     pad_id: int = 0
     # attention kernel: "sdpa" (torch's scaled_dot_product_attention), "eager" (matmul + fp32
     # softmax + matmul; materialises the (B, H, T, T) scores), "auto" = eager on a CPU for short
-    # rows (there torch's fused CPU kernel is slower: its bf16 backward ~3x), sdpa elsewhere
+    # rows (there torch's fused CPU kernel is slower: its bf16 backward ~4x), sdpa elsewhere
     attention: str = "auto"
 
     def __post_init__(self) -> None:
