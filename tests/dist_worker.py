@@ -13,5 +13,7 @@ data, out, max_steps, *ov = sys.argv[1:]
 cfg = apply_overrides(get_preset("debug"), [f"data.path={data}", "train.progress=false", "train.device=cpu", *ov])
 try:
     train(cfg, out, resume="auto", max_steps=int(max_steps) or None)
-finally:
-    shutdown()
+except BaseException:
+    shutdown(clean=False)
+    raise
+shutdown()

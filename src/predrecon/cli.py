@@ -422,8 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    clean = False
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        clean = True
+        return rc
     except KeyboardInterrupt:
         print("predrecon: interrupted (resume with --resume auto)", file=sys.stderr)
         return 130
@@ -440,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         if "torch.distributed" in sys.modules:  # leave a process group train() joined
             from .train.distributed import shutdown
 
-            shutdown()
+            shutdown(clean)
 
 
 if __name__ == "__main__":

@@ -127,10 +127,19 @@ def setup(strategy: str, device_name: str, timeout_s: float) -> tuple[DistInfo, 
     return DistInfo(rank, world, local, strategy), device
 
 
-def shutdown() -> None:
-    """Leave the process group (a no-op without one)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group (a no-op without one). ``clean`` (this rank finished without an
+    error): first wait at a barrier for the other ranks, so that no rank tears its gloo/NCCL
+    connections down while a peer still uses them (seen once under load: a peer aborted with
+    "terminate called without an active exception"); after an error no barrier (a peer may be gone)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if clean:
+        try:
+            dist.barrier()
+        except Exception:  # noqa: BLE001 -- a peer failed at the very end: tear down regardless
+            pass
+    dist.destroy_process_group()
 
 
 # ------------------------------------------------------------------------------ collectives
