@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from predrecon.config import JEPAConfig, MLMConfig, ObjectiveConfig
@@ -219,6 +219,7 @@ def test_collator_keys_dtypes_and_shapes(kind, keys):
 @settings(max_examples=25, deadline=None)
 @given(docs=st.lists(st.lists(st.integers(1, 30), min_size=1, max_size=3), min_size=1, max_size=5),
        step=st.integers(0, 10**6), path=st.sampled_from(["shared", "separate"]))
+@example(docs=[[1, 4]], step=0, path="shared")  # two short documents, 5 real tokens together: no targets
 def test_collator_positions_are_real_tokens(docs, step, path):
     T = 100
     rows = _rows(docs, T, seed=step % 97)
@@ -241,7 +242,11 @@ def test_collator_positions_are_real_tokens(docs, step, path):
         assert (mlm_in[tgt] == SP.mask_id).all()  # the student sees [MASK] on every target
         assert not (mlm & tgt).any()  # MLM drawn from non-target positions
     assert torch.equal(mlm_in[~(mlm | tgt)], ids[~(mlm | tgt)])  # nothing else is touched
-    long_rows = real.sum(1) >= JEPAConfig().min_keep + 1
+    # targets are drawn per document: a row has some iff one of its documents has min_keep + 1
+    # real tokens (a row of short documents has none, however many tokens they add up to)
+    seg = rows["segment_ids"]
+    doc_len = torch.stack([(real & (seg == d)).sum(1) for d in range(1, int(seg.max()) + 1)], 1)
+    long_rows = (doc_len >= JEPAConfig().min_keep + 1).any(1)
     assert (batch["ctx_valid"].sum(1)[long_rows] >= JEPAConfig().min_keep).all()
     assert tv[long_rows].any(1).all() and not tv[~long_rows].any()
 
