@@ -134,3 +134,12 @@ def test_weight_gradient_by_autograd_grad_is_handed_over_too():
     torch.testing.assert_close(gw, 0.5 * rw)
     with pytest.raises(RuntimeError, match="second backward"):
         got.backward()
+
+
+def test_without_bias_equals_the_plain_path():
+    x, w, _, lab = _case()
+    ref = F.cross_entropy(x @ w.T, lab, ignore_index=-100)
+    got = linear_cross_entropy(x, w, None, lab, chunk=9)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    for a, c in zip(_grads(ref, x, w), _grads(got, x, w)):
+        torch.testing.assert_close(c, a, rtol=1e-5, atol=1e-7)

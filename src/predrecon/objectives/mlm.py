@@ -65,7 +65,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
         if with_grad:  # (V_pad, D) / (V_pad,) in ``acc``; rows >= V stay 0
             dw = torch.empty(weight.shape, dtype=acc, device=x.device)
             dw[V:].zero_()
-            db = torch.zeros(weight.shape[0], dtype=acc, device=x.device)
+            db = torch.zeros(weight.shape[0], dtype=acc, device=x.device) if bias is not None else None
         for i, a in enumerate(range(0, n, chunk)):
             xc = x[a:a + chunk].to(cdt)
             logits = (xc @ wc.T if bc is None else torch.addmm(bc, xc, wc.T)).to(acc)  # (c, V) fp32, one chunk
@@ -85,21 +85,21 @@ class _ChunkedLinearCE(torch.autograd.Function):
                     dw[:V].copy_(gc.T @ xc)
                 else:
                     dw[:V].add_(gc.T @ xc)
-                db[:V].add_(g.sum(0))
+                if db is not None:
+                    db[:V].add_(g.sum(0))
         if with_grad:
             if n == 0:  # no rows at all: zero gradients
                 dw[:V].zero_()
-            ctx.save_for_backward(dx, db.to(bias.dtype) if bias is not None else None)
+            ctx.save_for_backward(dx, db.to(bias.dtype) if db is not None else None)
             # not a saved tensor: handed to autograd in the backward with no other reference, so
             # the parameter's .grad takes this buffer itself instead of a copy
             ctx.dw = dw.to(weight.dtype)
-        ctx.has_bias = bias is not None
         return (total / count).float()
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         dx, db = ctx.saved_tensors
-        need = list(ctx.needs_input_grad)
+        need = ctx.needs_input_grad
         dw = None
         wanted = _engine_wants(ctx, 1) if need[1] else False  # False e.g. in GradNorm's autograd.grad
         if wanted is None and ctx.dw is not None:  # unknown: a scaled copy, the buffer stays
