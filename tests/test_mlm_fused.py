@@ -143,3 +143,16 @@ def test_without_bias_equals_the_plain_path():
     assert got.item() == pytest.approx(ref.item(), rel=1e-6)
     for a, c in zip(_grads(ref, x, w), _grads(got, x, w)):
         torch.testing.assert_close(c, a, rtol=1e-5, atol=1e-7)
+
+
+def test_without_the_engine_query_the_weight_gradient_is_a_scaled_copy(monkeypatch):
+    """Where torch cannot say whether the weight's gradient is wanted, every backward gets a
+    scaled copy (so a second backward is correct too, not refused)."""
+    monkeypatch.delattr(torch._C, "_will_engine_execute_node")
+    x, w, b, lab = _case()
+    got = linear_cross_entropy(x, w, b, lab, chunk=8)
+    (rw,) = _grads(F.cross_entropy(x @ w.T + b, lab, ignore_index=-100), w)
+    (g1,) = torch.autograd.grad(got * 2.0, w, retain_graph=True)
+    (g2,) = torch.autograd.grad(got * 0.5, w)
+    torch.testing.assert_close(g1, 2.0 * rw)
+    torch.testing.assert_close(g2, 0.5 * rw)
