@@ -21,7 +21,11 @@ batches have no padding), the ratio to HF's MLM step (SDPA) at the same precisio
 faster of HF's two attention implementations, MFU (analytic matmul
 FLOPs per token, :func:`predrecon.experiment.matmul_flops_per_token`, against a stated peak:
 ``--peak-tflops``, the GPU's bf16 dense figure, or on CPU the best of timed 4096 x 512 x 2048
-matmuls, measured before and in every round) and,
+matmuls, measured before and in every round), the FLOPs per token one step really executes
+(counted by ``torch.utils.flop_counter.FlopCounterMode`` over one step before the warm-up:
+padded index widths, HF's logits at every position and GradNorm's extra backward included) and
+the hardware FLOP utilisation they give (HFU: counted FLOP/s over the same peak) — a step's
+speed-up over HF is its FLOP ratio times its HFU ratio — and,
 on CUDA, peak allocated memory. CPU runs report the process's RSS high-water mark and the glibc
 allocator settings (``GLIBC_TUNABLES``): with the default thresholds every large buffer freed is
 returned to the OS and its pages fault in again on the next step, which costs HF's dense
@@ -71,6 +75,34 @@ class Contestant:
     step: Callable[[], int | None]  # one optimizer step; returns its real tokens (None: batch * seq)
     flops_per_token: float = 0.0
     precision: str = "fp32"
+    counted: bool = True  # count its FLOPs (not for compiled steps: the counter runs eagerly)
+
+
+def counted_flops_per_token(step: Callable[[], int | None], default_tokens: int) -> float:
+    """FLOPs per real token that one call of ``step`` executes, as
+    ``torch.utils.flop_counter.FlopCounterMode`` counts them (matmuls, attention, convolutions:
+    2 per multiply-add, forward and backward). ``default_tokens``: the step's tokens when it
+    returns None. The call is a real step (the optimizer updates). torch's CPU flash-attention
+    kernel, which its counter leaves out, is counted with the formulas of the CUDA kernels (scores
+    and values forward; the backward recomputes the scores)."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    def fwd(q, k, v, *args, out_shape=None, **kwargs):  # shapes in, as the counter's own formulas
+        return sdpa_flop_count(q, k, v)
+
+    def bwd(grad_out, q, k, v, *args, out_shape=None, **kwargs):
+        return sdpa_backward_flop_count(grad_out, q, k, v)
+
+    aten = torch.ops.aten
+    extra = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        extra[aten._scaled_dot_product_flash_attention_for_cpu] = fwd
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        extra[aten._scaled_dot_product_flash_attention_for_cpu_backward] = bwd
+    with FlopCounterMode(display=False, custom_mapping=extra) as counter:
+        n = step()
+    tokens = default_tokens if n is None else n
+    return counter.get_total_flops() / tokens if tokens else float("nan")
 
 
 def _sync(device: torch.device) -> None:
@@ -312,7 +344,7 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
             for name, kind, path in STEP_KINDS[:2]:
                 cfg = _our_cfg(shape, kind, path, seq, batch)
                 contestants.append(Contestant(f"{name}+compile{sfx}", _ours(cfg, dev, amp, 4, compiled=True),
-                                              _flops(cfg, kind), pname))
+                                              _flops(cfg, kind), pname, counted=False))
         if loop:
             for name, kind, path in LOOP_KINDS:
                 cfg = _our_cfg(shape, kind, path, seq, batch)
@@ -323,7 +355,9 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
                 contestants.append(Contestant("loop_hybrid_shared+prefetch" + sfx,
                                               _loop(cfg, str(data), dev, amp, work / "logs", prefetch=prefetch),
                                               _flops(cfg, "hybrid"), pname))
-    for c in contestants:  # warm-up (allocator, kernels, autotuning)
+    counted: dict[str, float | None] = {}
+    for c in contestants:  # one counted step, then the warm-up (allocator, kernels, autotuning)
+        counted[c.name] = counted_flops_per_token(c.step, batch * seq) if c.counted else None
         for _ in range(warmup):
             c.step()
     _sync(dev)
@@ -357,6 +391,8 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
         res[c.name] = {"tokens_per_s": tps, "step_s_median": statistics.median(v), "step_s_all": v,
                        "tokens_per_step": per_step, "precision": c.precision,
                        "mfu": tps * c.flops_per_token / peak if c.flops_per_token and peak == peak else None,
+                       "flops_per_token_counted": counted[c.name],
+                       "hfu": tps * counted[c.name] / peak if counted[c.name] and peak == peak else None,
                        "peak_mem_gib": mem[c.name] if dev.type == "cuda" else None}
     for c in contestants:
         sfx = f"@{c.precision}" if len(precisions) > 1 else ""
@@ -382,16 +418,20 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
 
 
 def format_table(out: dict) -> str:
-    """Markdown table: name, tokens/s, ratios (to HF SDPA, to the faster HF), MFU; a peak-memory
-    column when measured (CUDA)."""
+    """Markdown table: name, tokens/s, ratios (to HF SDPA, to the faster HF), MFU, counted
+    MFLOPs per token and HFU; a peak-memory column when measured (CUDA)."""
     with_mem = any(r.get("peak_mem_gib") is not None for r in out["results"].values())
-    lines = ["| step | tokens/s | × HF BertForMaskedLM | × faster HF | MFU |" + (" peak GiB |" if with_mem else ""),
-             "|---|---:|---:|---:|---:|" + ("---:|" if with_mem else "")]
+    lines = ["| step | tokens/s | × HF BertForMaskedLM | × faster HF | MFU | MFLOP/token counted | HFU |"
+             + (" peak GiB |" if with_mem else ""),
+             "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if with_mem else "")]
     for n, r in out["results"].items():
         ratio = f"{r['ratio_vs_hf_mlm']:.2f}" if r["ratio_vs_hf_mlm"] else "–"
         best = f"{r['ratio_vs_best_hf']:.2f}" if r.get("ratio_vs_best_hf") else "–"
         mfu = f"{100 * r['mfu']:.1f} %" if r.get("mfu") is not None else "n/a"
-        row = f"| {n} | {r['tokens_per_s']:,.0f} | {ratio} | {best} | {mfu} |"
+        fl = r.get("flops_per_token_counted")
+        hfu = f"{100 * r['hfu']:.1f} %" if r.get("hfu") is not None else "n/a"
+        row = f"| {n} | {r['tokens_per_s']:,.0f} | {ratio} | {best} | {mfu} | {fl / 1e6:.1f} | {hfu} |" if fl \
+            else f"| {n} | {r['tokens_per_s']:,.0f} | {ratio} | {best} | {mfu} | n/a | {hfu} |"
         if with_mem:
             row += f" {r['peak_mem_gib']:.2f} |" if r.get("peak_mem_gib") is not None else " n/a |"
         lines.append(row)
