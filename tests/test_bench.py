@@ -231,3 +231,58 @@ def test_the_mfu_formula_matches_the_flops_our_mlm_step_executes(monkeypatch):
 
     counted = bench.counted_flops_per_token(bench._ours(cfg, torch.device("cpu"), None, 2), 4 * 64)
     assert counted == pytest.approx(matmul_flops_per_token(cfg, "mlm"), rel=0.02)
+
+
+class FakeMemory:
+    """A CUDA memory meter over a counter that the fake contestants move."""
+
+    def __init__(self):
+        self.now = self.high = 0
+
+    def alloc(self, n):
+        self.now += n
+        self.high = max(self.high, self.now)
+
+    def allocated(self):
+        return self.now
+
+    def reset_peak(self):
+        self.high = self.now
+
+    def peak(self):
+        return self.high
+
+
+def test_peak_memory_is_each_contestants_own(monkeypatch):
+    """Every contestant's model stays allocated while the others run: its peak must be its own
+    resident memory (built + left by the first step) plus its own steps' transient high-water
+    mark, not the sum of every model on the device."""
+    mem = FakeMemory()
+    GiB = 2**30
+    # name -> (allocated when built, left allocated by its first step, transient per step)
+    plan = {"hf_bert_mlm": (3, 2, 10), "hf_bert_mlm_eager": (3, 2, 9), "ours_mlm": (4, 1, 5),
+            "ours_hybrid_shared": (6, 2, 7), "ours_hybrid_separate": (6, 2, 8)}
+    kinds = {("mlm", "shared"): "ours_mlm", ("hybrid", "shared"): "ours_hybrid_shared",
+             ("hybrid", "separate"): "ours_hybrid_separate"}
+
+    def contestant(name):
+        built, first, transient = plan[name]
+        mem.alloc(built * GiB)
+        state = {"first": True}
+
+        def step():
+            if state["first"]:  # optimizer state appears at the first step and stays
+                mem.alloc(first * GiB)
+                state["first"] = False
+            mem.alloc(transient * GiB)  # activations, gradients: freed by the end of the step
+            mem.alloc(-transient * GiB)
+        return step
+
+    monkeypatch.setattr(bench, "_memory_meter", lambda dev: mem)
+    monkeypatch.setattr(bench, "_hf", lambda *a: contestant("hf_bert_mlm" if a[-1] == "sdpa" else "hf_bert_mlm_eager"))
+    monkeypatch.setattr(bench, "_ours", lambda cfg, *a, **k: contestant(kinds[cfg.objective.kind,
+                                                                                 cfg.objective.student_path]))
+    out = run_bench("tiny", batch=2, seq=8, steps=2, warmup=1, rounds=2, device="cpu")
+    for name, (built, first, transient) in plan.items():
+        assert out["results"][name]["peak_mem_gib"] == pytest.approx(built + first + transient), name
+    assert "| ours_mlm |" in format_table(out) and " 10.00 |" in format_table(out)

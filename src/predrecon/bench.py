@@ -26,7 +26,10 @@ matmuls, measured before and in every round), the FLOPs per token one step reall
 padded index widths, HF's logits at every position and GradNorm's extra backward included) and
 the hardware FLOP utilisation they give (HFU: counted FLOP/s over the same peak) — a step's
 speed-up over HF is its FLOP ratio times its HFU ratio — and,
-on CUDA, peak allocated memory. CPU runs report the process's RSS high-water mark and the glibc
+on CUDA, the contestant's own peak memory: what it keeps allocated (its model, EMA target,
+optimizer state and batches, measured as it is built and warmed up) plus its steps' high-water
+mark above what every contestant keeps allocated — all models share the GPU, and the others'
+memory is not counted against it. CPU runs report the process's RSS high-water mark and the glibc
 allocator settings (``GLIBC_TUNABLES``): with the default thresholds every large buffer freed is
 returned to the OS and its pages fault in again on the next step, which costs HF's dense
 (tokens x vocab) logits far more than our steps (docs/results.md).
@@ -293,6 +296,28 @@ def peak_flops(device: torch.device, amp: torch.dtype | None, given_tflops: floa
     return rate, f"measured {str(dt).replace('torch.', '')} matmul 4096x512x2048"
 
 
+class CudaMemory:
+    """The CUDA caching allocator's counters for ``device`` (bytes held by live tensors)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def allocated(self) -> int:
+        return torch.cuda.memory_allocated(self.device)
+
+    def reset_peak(self) -> None:
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak(self) -> int:
+        return torch.cuda.max_memory_allocated(self.device)
+
+
+def _memory_meter(device: torch.device) -> CudaMemory | None:
+    """Where peak memory is measured per contestant (CUDA); None elsewhere (a CPU run reports the
+    process's RSS high-water mark instead)."""
+    return CudaMemory(device) if device.type == "cuda" else None
+
+
 def _rss_gib() -> float | None:
     try:
         import resource
@@ -327,6 +352,15 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
         data_label = "synthetic (bert-base-uncased words, full single-document rows)"
     contestants: list[Contestant] = []
     peaks: dict[str, tuple[float, str]] = {}
+    meter = _memory_meter(dev)
+    resident: dict[str, int] = {}  # bytes each contestant keeps allocated (model, EMA, optimizer, batches)
+
+    def add(name: str, flops: float, pname: str, make: Callable[..., Callable[[], int | None]], *args,
+            counted: bool = True, **kwargs) -> None:  # builds the contestant's step: make(*args, **kwargs)
+        before = meter.allocated() if meter else 0
+        contestants.append(Contestant(name, make(*args, **kwargs), flops, pname, counted))
+        resident[name] = meter.allocated() - before if meter else 0
+
     for prec in precisions:
         amp = autocast_dtype(prec, dev, SHAPES[shape][0])
         pname = "bf16" if amp == torch.bfloat16 else ("fp16" if amp == torch.float16 else "fp32")
@@ -335,31 +369,32 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
         mlm_cfg = _our_cfg(shape, "mlm", "shared", seq, batch)
         if include_hf:
             for name, attn in HF_KINDS:
-                contestants.append(Contestant(name + sfx, _hf(shape, seq, batch, dev, amp, 4, attn),
-                                              _flops(mlm_cfg, "mlm"), pname))
+                add(name + sfx, _flops(mlm_cfg, "mlm"), pname, _hf, shape, seq, batch, dev, amp, 4, attn)
         for name, kind, path in STEP_KINDS:
             cfg = _our_cfg(shape, kind, path, seq, batch)
-            contestants.append(Contestant(name + sfx, _ours(cfg, dev, amp, 4), _flops(cfg, kind), pname))
+            add(name + sfx, _flops(cfg, kind), pname, _ours, cfg, dev, amp, 4)
         if compiled:
             for name, kind, path in STEP_KINDS[:2]:
                 cfg = _our_cfg(shape, kind, path, seq, batch)
-                contestants.append(Contestant(f"{name}+compile{sfx}", _ours(cfg, dev, amp, 4, compiled=True),
-                                              _flops(cfg, kind), pname, counted=False))
+                add(f"{name}+compile{sfx}", _flops(cfg, kind), pname, _ours, cfg, dev, amp, 4, compiled=True,
+                    counted=False)
         if loop:
             for name, kind, path in LOOP_KINDS:
                 cfg = _our_cfg(shape, kind, path, seq, batch)
-                contestants.append(Contestant(name + sfx, _loop(cfg, str(data), dev, amp, work / "logs"),
-                                              _flops(cfg, kind), pname))
+                add(name + sfx, _flops(cfg, kind), pname, _loop, cfg, str(data), dev, amp, work / "logs")
             if prefetch > 0:
                 cfg = _our_cfg(shape, "hybrid", "shared", seq, batch)
-                contestants.append(Contestant("loop_hybrid_shared+prefetch" + sfx,
-                                              _loop(cfg, str(data), dev, amp, work / "logs", prefetch=prefetch),
-                                              _flops(cfg, "hybrid"), pname))
+                add("loop_hybrid_shared+prefetch" + sfx, _flops(cfg, "hybrid"), pname, _loop, cfg, str(data), dev,
+                    amp, work / "logs", prefetch=prefetch)
     counted: dict[str, float | None] = {}
     for c in contestants:  # one counted step, then the warm-up (allocator, kernels, autotuning)
+        before = meter.allocated() if meter else 0
         counted[c.name] = counted_flops_per_token(c.step, batch * seq) if c.counted else None
         for _ in range(warmup):
             c.step()
+        _sync(dev)
+        if meter:  # what the first steps left allocated for good: optimizer state, caches
+            resident[c.name] += meter.allocated() - before
     _sync(dev)
     times: dict[str, list[float]] = {c.name: [] for c in contestants}
     tokens: dict[str, int] = {c.name: 0 for c in contestants}
@@ -372,16 +407,17 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
                     peaks[pname] = again
         for c in contestants:
             _sync(dev)
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(dev)
+            if meter:
+                base = meter.allocated()  # every contestant's resident memory
+                meter.reset_peak()
             t = time.perf_counter()
             for _ in range(steps):
                 n = c.step()
                 tokens[c.name] += batch * seq if n is None else n
             _sync(dev)
             times[c.name].append((time.perf_counter() - t) / steps)
-            if dev.type == "cuda":
-                mem[c.name] = max(mem[c.name], torch.cuda.max_memory_allocated(dev) / 2**30)
+            if meter:  # its own: what it keeps allocated plus its steps' high-water mark above the base
+                mem[c.name] = max(mem[c.name], (resident[c.name] + meter.peak() - base) / 2**30)
     res = {}
     for c in contestants:
         v = times[c.name]
@@ -393,7 +429,7 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
                        "mfu": tps * c.flops_per_token / peak if c.flops_per_token and peak == peak else None,
                        "flops_per_token_counted": counted[c.name],
                        "hfu": tps * counted[c.name] / peak if counted[c.name] and peak == peak else None,
-                       "peak_mem_gib": mem[c.name] if dev.type == "cuda" else None}
+                       "peak_mem_gib": mem[c.name] if meter else None}
     for c in contestants:
         sfx = f"@{c.precision}" if len(precisions) > 1 else ""
         hfs = {n: res.get(n + sfx, {}).get("tokens_per_s") for n, _ in HF_KINDS}
