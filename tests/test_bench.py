@@ -286,3 +286,17 @@ def test_peak_memory_is_each_contestants_own(monkeypatch):
     for name, (built, first, transient) in plan.items():
         assert out["results"][name]["peak_mem_gib"] == pytest.approx(built + first + transient), name
     assert "| ours_mlm |" in format_table(out) and " 10.00 |" in format_table(out)
+
+
+@pytest.mark.parametrize("clip,expected", [(1.0, 9.0), (0.0, -10.0)])
+def test_hf_step_clips_gradients_as_the_hf_trainer_does(clip, expected):
+    """HF's contestant clips to norm 1 like ``Trainer`` (and like our step): on loss p**2 from
+    p = 10 the gradient 20 becomes 1, so one SGD step of lr 1 lands at 9 (unclipped: -10)."""
+    import torch
+
+    p = torch.nn.Parameter(torch.tensor([10.0]))
+    opt = torch.optim.SGD([p], lr=1.0)
+    step = bench._stepper(lambda b: (p ** 2).sum(), [{}], opt, torch.device("cpu"), None, clip=clip)
+    step()
+    assert p.item() == pytest.approx(expected)
+    assert bench.HF_MAX_GRAD_NORM == 1.0 and bench._stepper.__defaults__[-1] == bench.HF_MAX_GRAD_NORM

@@ -5,7 +5,8 @@ on CUDA and CPU), interleaved round-robin so that drift in machine load hits the
 ``precisions`` every contestant runs once per precision, in the same rounds. Contestants:
 
 * ``hf_bert_mlm`` — ``BertForMaskedLM`` (SDPA, its default), 15 % of tokens masked, on batches
-  built ahead; ``hf_bert_mlm_eager`` — the same with ``attn_implementation="eager"`` (on a CPU
+  built ahead, stepped as HF's ``Trainer`` does by default (gradients clipped to norm 1, as ours
+  are; AdamW); ``hf_bert_mlm_eager`` — the same with ``attn_implementation="eager"`` (on a CPU
   the faster of the two at short rows, as our ``model.attention=auto`` picks the eager kernel
   there);
 * ``ours_mlm`` / ``ours_hybrid_shared`` / ``ours_hybrid_separate`` — the training loop's step
@@ -70,6 +71,7 @@ STEP_KINDS = (("ours_mlm", "mlm", "shared"), ("ours_hybrid_shared", "hybrid", "s
               ("ours_hybrid_separate", "hybrid", "separate"))
 LOOP_KINDS = (("loop_mlm", "mlm", "shared"), ("loop_hybrid_shared", "hybrid", "shared"))
 HF_KINDS = (("hf_bert_mlm", "sdpa"), ("hf_bert_mlm_eager", "eager"))
+HF_MAX_GRAD_NORM = 1.0  # transformers.TrainingArguments.max_grad_norm's default
 
 
 @dataclass
@@ -167,10 +169,12 @@ def _ours(cfg: RunConfig, device: torch.device, amp: torch.dtype | None, n_batch
 
 
 def _stepper(loss_of: Callable[[dict], torch.Tensor], batches: list[dict], opt: torch.optim.Optimizer,
-             device: torch.device, amp: torch.dtype | None, after: Callable[[], None] | None = None
-             ) -> Callable[[], None]:
-    """One optimizer step per call over ``batches`` in turn: autocast forward, backward, step."""
+             device: torch.device, amp: torch.dtype | None, clip: float = HF_MAX_GRAD_NORM) -> Callable[[], None]:
+    """One optimizer step per call over ``batches`` in turn: autocast forward, backward, gradient
+    clipping to norm ``clip`` (0: none), step, ``zero_grad(set_to_none=True)`` — the step of HF's
+    ``Trainer`` with its defaults (and what our step does: ``optim.grad_clip=1.0``)."""
     it = [0]
+    params = [p for g in opt.param_groups for p in g["params"]]
 
     def step() -> None:
         b = batches[it[0] % len(batches)]
@@ -179,10 +183,10 @@ def _stepper(loss_of: Callable[[dict], torch.Tensor], batches: list[dict], opt: 
         with ctx:
             loss = loss_of(b)
         loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if after is not None:
-            after()
 
     return step
 
