@@ -23,8 +23,10 @@ faster of HF's two attention implementations, MFU (analytic matmul
 FLOPs per token, :func:`predrecon.experiment.matmul_flops_per_token`, against a stated peak:
 ``--peak-tflops``, the GPU's bf16 dense figure, or on CPU the best of timed 4096 x 512 x 2048
 matmuls, measured before and in every round), the FLOPs per token one step really executes
-(counted by ``torch.utils.flop_counter.FlopCounterMode`` over one step before the warm-up:
-padded index widths, HF's logits at every position and GradNorm's extra backward included) and
+(counted by ``torch.utils.flop_counter.FlopCounterMode`` over the first step, before the warm-up:
+padded index widths and HF's logits at every position included; GradNorm's extra backward, which
+runs on one step in ``objective.gradnorm_every``, is not, so the hybrid's average is a little
+higher) and
 the hardware FLOP utilisation they give (HFU: counted FLOP/s over the same peak) — a step's
 speed-up over HF is its FLOP ratio times its HFU ratio — and,
 on CUDA, the contestant's own peak memory: what it keeps allocated (its model, EMA target,
