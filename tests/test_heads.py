@@ -143,6 +143,21 @@ def test_build_predictor_from_config():
     assert not pred.pos_emb.weight.requires_grad
 
 
+def test_the_trained_models_predictor_follows_the_run_config():
+    """HybridModel builds its predictor from the config: ``model.attention``, ``model.norm_eps``
+    and ``model.init_std`` reach it (it once ignored them and kept the defaults)."""
+    from predrecon.config import apply_overrides
+    from predrecon.data.tokenizer import SpecialIds
+    from predrecon.train.meta import HybridModel
+
+    cfg = apply_overrides(debug(), ["objective.kind=hybrid", "model.attention=sdpa", "model.norm_eps=1e-5",
+                                    "model.init_std=0.5"])
+    pred = HybridModel(cfg, 64, SpecialIds(0, 1, 2, 3, 4)).predictor
+    assert {b.attn.impl for b in pred.blocks} == {"sdpa"}
+    assert {b.norm1.eps for b in pred.blocks} == {1e-5} and pred.norm.eps == 1e-5
+    assert 0.3 < float(pred.blocks[0].mlp.fc1.weight.std()) < 0.7  # drawn with std 0.5, not 0.02
+
+
 def _per_block_predictor() -> Predictor:
     torch.manual_seed(0)
     cfg = JEPAConfig(predictor_dim=16, predictor_depth=2, predictor_heads=2, predictor_mode="per_block")

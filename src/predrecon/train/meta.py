@@ -22,7 +22,7 @@ import torch.nn as nn
 from ..config import RunConfig
 from ..data.tokenizer import SpecialIds
 from ..model.encoder import Encoder
-from ..model.heads import MLMHead, Predictor
+from ..model.heads import MLMHead, Predictor, build_predictor
 from ..objectives.balance import build_balancer
 from ..objectives.jepa import build_targets, jepa_loss
 from .ema import ema_update, make_target
@@ -61,8 +61,7 @@ class HybridModel(nn.Module):
             self.mlm_head = MLMHead(cfg.model.dim, self.encoder.padded_vocab, vocab_size, tie_to=tie,
                                     eps=cfg.model.norm_eps)
         if self.use_jepa:
-            self.predictor = Predictor(cfg.model.dim, cfg.jepa, max_len=cfg.model.max_len,
-                                       num_targets=cfg.jepa.num_targets)
+            self.predictor = build_predictor(cfg)  # the run's width, sizes, norm eps, init and attention
         self.balancer = build_balancer(cfg.objective)
         self._target: list[Encoder] = []  # held in a list so it is not a registered submodule
         if self.use_jepa:
