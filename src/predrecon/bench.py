@@ -401,7 +401,6 @@ def run_bench(shape: str = "tiny", batch: int = 32, seq: int = 128, steps: int =
         _sync(dev)
         if meter:  # what the first steps left allocated for good: optimizer state, caches
             resident[c.name] += meter.allocated() - before
-    _sync(dev)
     times: dict[str, list[float]] = {c.name: [] for c in contestants}
     tokens: dict[str, int] = {c.name: 0 for c in contestants}
     mem: dict[str, float] = {c.name: 0.0 for c in contestants}
@@ -470,10 +469,9 @@ def format_table(out: dict) -> str:
         ratio = f"{r['ratio_vs_hf_mlm']:.2f}" if r["ratio_vs_hf_mlm"] else "–"
         best = f"{r['ratio_vs_best_hf']:.2f}" if r.get("ratio_vs_best_hf") else "–"
         mfu = f"{100 * r['mfu']:.1f} %" if r.get("mfu") is not None else "n/a"
-        fl = r.get("flops_per_token_counted")
+        fl = f"{r['flops_per_token_counted'] / 1e6:.1f}" if r.get("flops_per_token_counted") else "n/a"
         hfu = f"{100 * r['hfu']:.1f} %" if r.get("hfu") is not None else "n/a"
-        row = f"| {n} | {r['tokens_per_s']:,.0f} | {ratio} | {best} | {mfu} | {fl / 1e6:.1f} | {hfu} |" if fl \
-            else f"| {n} | {r['tokens_per_s']:,.0f} | {ratio} | {best} | {mfu} | n/a | {hfu} |"
+        row = f"| {n} | {r['tokens_per_s']:,.0f} | {ratio} | {best} | {mfu} | {fl} | {hfu} |"
         if with_mem:
             row += f" {r['peak_mem_gib']:.2f} |" if r.get("peak_mem_gib") is not None else " n/a |"
         lines.append(row)
