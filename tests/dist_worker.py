@@ -1,8 +1,12 @@
 """Run under torchrun by tests/test_distributed.py: ``train()`` with the debug preset.
 
-``python dist_worker.py DATA OUT MAX_STEPS KEY=VALUE ...`` (MAX_STEPS 0 = run to ``train.steps``)."""
+``python dist_worker.py DATA OUT MAX_STEPS KEY=VALUE ...`` (MAX_STEPS 0 = run to ``train.steps``).
+Prints how many ``nn.Module`` objects are still alive after ``shutdown()``."""
 
+import gc
 import sys
+
+import torch
 
 from predrecon.config import apply_overrides
 from predrecon.presets import get_preset
@@ -17,3 +21,5 @@ except BaseException:
     shutdown(clean=False)
     raise
 shutdown()
+# what shutdown() left for the interpreter's exit to free (counted without collecting): must be none
+print(f"modules alive after shutdown: {sum(isinstance(o, torch.nn.Module) for o in gc.get_objects())}", flush=True)

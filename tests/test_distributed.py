@@ -67,6 +67,9 @@ def run_ranks(data: str, out: Path, *ov: str, max_steps: int = 0, nproc: int = 2
     p = subprocess.run(torchrun([str(WORKER), data, str(out), str(max_steps), *BASE, *ov], nproc),
                        env=env(), capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, "\n".join(ln for ln in p.stderr.splitlines() if "Warning" not in ln)[-4000:]
+    # shutdown() freed the trained model before the process group went (left in reference cycles
+    # to the interpreter's exit, gloo threads freeing it aborted a rank under load: SIGABRT)
+    assert p.stdout.count("modules alive after shutdown: 0") == nproc, p.stdout[-2000:]
     return p
 
 
