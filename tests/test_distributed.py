@@ -136,6 +136,20 @@ def test_skip_advances_like_next(data):
     assert torch.equal(next(a)["input_ids"], next(b)["input_ids"])
 
 
+def test_collectives_run_on_the_groups_device(monkeypatch):
+    """NCCL has no backend for CPU tensors: every helper moves what it reduces to the group's device
+    (the loop passes CPU tensors for the token count and the checkpoint's finiteness flag; they
+    crashed the first log step of every NCCL run). 'meta' stands in for CUDA on this machine."""
+    from predrecon.train import distributed as D
+    seen: list[str] = []
+    monkeypatch.setattr(D.dist, "all_reduce", lambda t, op=None: seen.append(t.device.type))
+    info = D.DistInfo(rank=0, world=2, local_rank=0, strategy="ddp", device="meta")
+    assert D.all_reduce_sum(torch.tensor(3.0), info).device.type == "meta"
+    D.mean_over_ranks({"loss": torch.tensor(1.0), "n": torch.tensor(2)}, info)
+    assert D.any_over_ranks(torch.tensor(True), info).device.type == "meta"
+    assert seen == ["meta"] * 3
+
+
 def test_resume_refuses_another_global_batch(data, tmp_path):
     run_single(data, tmp_path, max_steps=6)
     with pytest.raises(ConfigError, match=r"optim.accum_steps=1"):

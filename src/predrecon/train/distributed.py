@@ -59,12 +59,14 @@ class DistributedError(RuntimeError):
 @dataclass(frozen=True)
 class DistInfo:
     """Where this process stands: ``rank`` of ``world`` processes, ``local_rank`` on its node,
-    ``strategy`` ('none' for a single process, else 'ddp' | 'fsdp')."""
+    ``strategy`` ('none' for a single process, else 'ddp' | 'fsdp'), ``device`` where the process
+    group's collectives run (NCCL takes CUDA tensors only: the helpers below move theirs there)."""
 
     rank: int = 0
     world: int = 1
     local_rank: int = 0
     strategy: str = "none"
+    device: str = "cpu"
 
     @property
     def enabled(self) -> bool:
@@ -120,12 +122,13 @@ def setup(strategy: str, device_name: str, timeout_s: float) -> tuple[DistInfo, 
             if local >= torch.cuda.device_count():
                 raise DistributedError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) visible")
             torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group(backend, timeout=_dt.timedelta(seconds=float(timeout_s)))
+        if not dist.is_initialized():  # device_id binds an NCCL group to this rank's GPU
+            dist.init_process_group(backend, timeout=_dt.timedelta(seconds=float(timeout_s)),
+                                    device_id=device if use_cuda else None)
     except Exception as e:  # noqa: BLE001 -- re-raised with the rank and the rendezvous named
         raise DistributedError(f"rank {rank} of {world}: could not join the {backend} process group at {where} "
                                f"within {timeout_s:g} s (train.dist_timeout): {type(e).__name__}: {e}") from e
-    return DistInfo(rank, world, local, strategy), device
+    return DistInfo(rank, world, local, strategy, str(device)), device
 
 
 def shutdown(clean: bool = True) -> None:
@@ -151,10 +154,10 @@ def shutdown(clean: bool = True) -> None:
 
 # ------------------------------------------------------------------------------ collectives
 def all_reduce_sum(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum of ``x`` over ranks (a new tensor; ``x`` itself for a single process)."""
+    """Sum of ``x`` over ranks (a new tensor, on the group's device; ``x`` itself for a single process)."""
     if not info.enabled:
         return x
-    y = x.clone()
+    y = x.to(info.device, copy=True)
     dist.all_reduce(y, op=dist.ReduceOp.SUM)
     return y
 
@@ -164,7 +167,7 @@ def mean_over_ranks(values: dict[str, torch.Tensor], info: DistInfo) -> dict[str
     if not info.enabled or not values:
         return values
     keys = sorted(values)
-    stacked = torch.stack([values[k].detach().float().reshape(()) for k in keys])
+    stacked = torch.stack([values[k].detach().float().reshape(()).to(info.device) for k in keys])
     dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
     stacked /= info.world
     return {k: stacked[i] for i, k in enumerate(keys)}
@@ -174,7 +177,7 @@ def any_over_ranks(flag: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """A 0-dim bool tensor, true where it is true on any rank."""
     if not info.enabled:
         return flag
-    f = flag.to(torch.int32).reshape(1)
+    f = flag.to(info.device, torch.int32).reshape(1)
     dist.all_reduce(f, op=dist.ReduceOp.MAX)
     return f[0].bool()
 
