@@ -135,13 +135,11 @@ class Predictor(nn.Module):
         if not self.per_block:
             return self._run(x, torch.cat([ctx_valid, tgt_valid], dim=1), groups, C)
         out = None
-        for k in range(self.num_targets):
-            in_k = tgt_block == k  # (B, N)
-            if not bool((in_k & tgt_valid).any()):
-                continue
+        for k in range(self.num_targets):  # every block, even one without valid slots in this batch:
+            in_k = tgt_block == k  # (B, N)  asking would read the data back to the host (a GPU sync)
             y = self._run(x, torch.cat([ctx_valid, tgt_valid & in_k], dim=1), groups, C)
             out = y if out is None else torch.where(in_k[..., None], y, out)
-        return out if out is not None else self._run(x, torch.cat([ctx_valid, tgt_valid], dim=1), groups, C)
+        return out
 
     def _run(self, x: torch.Tensor, valid: torch.Tensor, groups: torch.Tensor | None, C: int) -> torch.Tensor:
         attn_mask = key_attention_mask(valid, groups)  # (B, 1, C+N, C+N)

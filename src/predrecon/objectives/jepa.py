@@ -41,15 +41,18 @@ def instance_norm_tokens(h: torch.Tensor, token_mask: torch.Tensor | None, eps: 
     var = (((h - mean) * m) ** 2).sum(1, keepdim=True) / n
     if segments is None:
         return (h - mean) * torch.rsqrt(var + eps)
-    S = int(segments.max()) if segments.numel() else 0
-    one_hot = F.one_hot(segments.long().clamp(min=0), S + 1)[..., 1:].to(h.dtype)  # (B, T, S)
-    one_hot = one_hot * m  # only real tokens enter a document's statistics
-    cnt = one_hot.sum(1).clamp_min(1.0).unsqueeze(-1)  # (B, S, 1)
-    seg_mean = torch.einsum("bts,btd->bsd", one_hot, h) / cnt  # (B, S, D)
-    tok_mean = torch.einsum("bts,bsd->btd", one_hot, seg_mean)  # (B, T, D): own document's mean
-    seg_var = torch.einsum("bts,btd->bsd", one_hot, (h - tok_mean) ** 2) / cnt
-    tok_var = torch.einsum("bts,bsd->btd", one_hot, seg_var)
-    in_doc = one_hot.sum(-1, keepdim=True) > 0  # (B, T, 1)
+    # per-document sums by scatter into T + 1 slots (a row holds at most T documents; slot 0 takes
+    # padding and tokens outside token_mask): sized by the shape, not by segments.max(), which
+    # would read the data back to the host (a sync per micro-batch on a GPU)
+    B, T, D = h.shape
+    idx = torch.where(token_mask, segments.long().clamp(min=0), 0)  # (B, T)
+    idx_d = idx.unsqueeze(-1).expand(B, T, D)
+    cnt = h.new_zeros(B, T + 1).scatter_add_(1, idx, m[..., 0]).clamp_min(1.0).unsqueeze(-1)  # (B, T+1, 1)
+    seg_mean = h.new_zeros(B, T + 1, D).scatter_add_(1, idx_d, h) / cnt
+    tok_mean = seg_mean.gather(1, idx_d)  # (B, T, D): own document's mean
+    seg_var = h.new_zeros(B, T + 1, D).scatter_add_(1, idx_d, (h - tok_mean) ** 2) / cnt
+    tok_var = seg_var.gather(1, idx_d)
+    in_doc = (idx > 0).unsqueeze(-1)  # (B, T, 1)
     mean = torch.where(in_doc, tok_mean, mean)
     var = torch.where(in_doc, tok_var, var)
     return (h - mean) * torch.rsqrt(var + eps)

@@ -59,11 +59,15 @@ def ema_update(target: nn.Module | Iterable[torch.Tensor], online: nn.Module | I
             raise ValueError(f"ema_update: tensor {i} has shape {tuple(t.shape)} in target, "
                              f"{tuple(o.shape)} in online")
     if t_list:
-        weight: float | torch.Tensor = 1.0 - float(momentum)
-        if skip is not None:  # same rounding as the scalar: the fp32 value of 1 - momentum, or 0
-            weight = torch.where(skip, 0.0, torch.tensor(weight, dtype=t_list[0].dtype, device=skip.device))
         # FSDP2 shards target and student alike: each rank averages its own shards (no communication)
-        torch._foreach_lerp_([_local(t) for t in t_list], [_local(o).detach() for o in o_list], weight)
+        t_local, o_local = [_local(t) for t in t_list], [_local(o).detach() for o in o_list]
+        if skip is None:
+            torch._foreach_lerp_(t_local, o_local, 1.0 - float(momentum))
+        else:  # same rounding as the scalar: the fp32 value of 1 - momentum, or 0. Made on the device
+            # (torch.full, not a blocking torch.tensor copy) and passed as a list of tensors: a single
+            # tensor weight would be read back to the host with .item(), a sync every step on CUDA
+            w = torch.full((), 1.0 - float(momentum), dtype=t_list[0].dtype, device=skip.device)
+            torch._foreach_lerp_(t_local, o_local, [torch.where(skip, 0.0, w)] * len(t_local))
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

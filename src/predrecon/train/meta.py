@@ -155,8 +155,8 @@ class HybridModel(nn.Module):
             counts["mlm"] = batch["mlm_labels"].ne(-100).sum()
         if self.use_jepa:
             v = batch["tgt_valid"]
-            counts["jepa"] = (torch.tensor(v.numel(), device=v.device) if self.cfg.jepa.loss_over_padding
-                              else v.sum())
+            counts["jepa"] = (v.new_full((), v.numel(), dtype=torch.long) if self.cfg.jepa.loss_over_padding
+                              else v.sum())  # new_full: filled on the device, no blocking host copy
         return counts
 
     def forward(self, batch: dict[str, torch.Tensor], with_stats: bool = False, *,
