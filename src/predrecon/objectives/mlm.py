@@ -60,6 +60,10 @@ class _ChunkedLinearCE(torch.autograd.Function):
         wc = weight[:V].to(cdt)
         bc = bias[:V].to(cdt) if bias is not None else None
         total = torch.zeros((), dtype=acc, device=x.device)
+        # fp16: d(mean loss)/d logits ≈ softmax / count falls below fp16's smallest subnormal (6e-8)
+        # for most of the vocabulary once V * count > 1.7e7, and the GradScaler's factor only comes
+        # in the backward: multiply in fp16 by (softmax - one-hot) alone and divide by count after
+        late = cdt == torch.float16
         dx = torch.empty_like(x) if with_grad else None
         dw = db = None
         if with_grad:  # (V_pad, D) / (V_pad,) in ``acc``; rows >= V stay 0
@@ -76,9 +80,11 @@ class _ChunkedLinearCE(torch.autograd.Function):
             if with_grad:
                 g = logits.sub_(lse[:, None]).exp_()  # softmax, in the logits' memory (no more use for them)
                 g.scatter_add_(1, safe[a:a + chunk, None], -torch.ones_like(lse)[:, None])
-                g.mul_((v.to(g.dtype) / count)[:, None])  # d(mean loss)/d logits; 0 on ignored rows
+                # d(mean loss)/d logits (times count when late); 0 on ignored rows
+                g.mul_((v.to(g.dtype) if late else v.to(g.dtype) / count)[:, None])
                 gc = g.to(cdt)
-                dx[a:a + chunk] = (gc @ wc).to(x.dtype)
+                dxc = gc @ wc
+                dx[a:a + chunk] = (dxc.to(acc) / count if late else dxc).to(x.dtype)
                 if i == 0 and cdt == acc:  # the first chunk's product straight into the gradient
                     torch.mm(gc.T, xc, out=dw[:V])
                 elif i == 0:
@@ -90,6 +96,10 @@ class _ChunkedLinearCE(torch.autograd.Function):
         if with_grad:
             if n == 0:  # no rows at all: zero gradients
                 dw[:V].zero_()
+            if late:
+                dw[:V].div_(count)
+                if db is not None:
+                    db.div_(count)
             ctx.save_for_backward(dx, db.to(bias.dtype) if db is not None else None)
             # not a saved tensor: handed to autograd in the backward with no other reference, so
             # the parameter's .grad takes this buffer itself instead of a copy
