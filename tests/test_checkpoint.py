@@ -256,3 +256,17 @@ def test_write_failure_recognises_each_writers_error():
     assert "short write" in write_failure(OSError("10000 requested and 109 written"))
     assert write_failure(ValueError("bad value")) is None
     assert write_failure(RuntimeError("size mismatch for weight")) is None
+
+
+def test_cuda_rng_states_are_restored_in_device_order(monkeypatch):
+    """With 11 or more GPUs the saved states go back to their own devices (sorted as strings,
+    device 10's state went to device 2). The CUDA calls are stood in for on this machine."""
+    from predrecon.train import checkpoint as ck
+    got: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 12)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: got.extend(int(s[0]) for s in states))
+    st = {"torch_cpu": torch.get_rng_state(), **{f"torch_cuda_{i}": torch.tensor([i], dtype=torch.uint8)
+                                                 for i in (3, 11, 0, 10, 1, 2, 4, 5, 6, 7, 8, 9)}}
+    ck.set_rng_state(st)
+    assert got == list(range(12))

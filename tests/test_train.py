@@ -101,6 +101,24 @@ def test_resume_reproduces_uninterrupted_run(tiny_data, tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_fp16_resume_keeps_the_loss_scale(tiny_data, tmp_path):
+    """fp16 (here on the CPU, where a CUDA GradScaler used to switch itself off): the scaler's
+    state is checkpointed. Its scale halves on the first step's overflow; resumed at 65536 again,
+    the resumed run skipped another step and left the uninterrupted curve (measured at step 9)."""
+    import warnings
+    ov = ("train.precision=fp16", "train.steps=12", "train.log_every=1", "train.ckpt_every=100",
+          "optim.warmup_steps=2", "train.diag_every=0")
+    full, part = tmp_path / "full", tmp_path / "part"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*GradScaler.*")
+        train(cfg_for(tiny_data, *ov), full)
+    train(cfg_for(tiny_data, *ov), part, max_steps=7)
+    saved = json.loads((list_checkpoints(part)[-1] / "state.json").read_text())["grad_scaler"]
+    assert saved["scale"] < 65536.0  # it moved: the test below can tell a restored scale from a fresh one
+    train(cfg_for(tiny_data, *ov), part, resume="auto")
+    assert losses(full) == losses(part)
+
+
 def test_fresh_run_refuses_to_overwrite(tiny_data, tmp_path):
     from predrecon.config import ConfigError
     cfg = cfg_for(tiny_data, "train.steps=2", "optim.warmup_steps=0", "train.diag_every=0")

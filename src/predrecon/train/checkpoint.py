@@ -203,7 +203,8 @@ def rng_state() -> dict[str, torch.Tensor]:
 def set_rng_state(st: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(st["torch_cpu"])
     if torch.cuda.is_available():
-        cuda = [st[k] for k in sorted(st) if k.startswith("torch_cuda_")]
+        keys = sorted((k for k in st if k.startswith("torch_cuda_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+        cuda = [st[k] for k in keys]  # by device number: as strings, "torch_cuda_10" sorts before "_2"
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
 

@@ -264,7 +264,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
         torch.manual_seed(cfg.train.seed + 1_000_003 * info.rank)
     micro_per_step = cfg.optim.accum_steps * info.world  # micro-batches of train.batch_size rows per step
     optimizer = build_optimizer(model, cfg, fused=fused_adamw(device))
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None  # CPU fp16 too: a "cuda"
+    # scaler on a CPU run disables itself, and with it the non-finite check the step leaves to it
     batcher = make_batcher(ds, cfg.data, "train", cfg.train.batch_size, cfg.train.seed)
     collator = Collator(cfg.mlm, cfg.jepa, cfg.objective, ds.special_ids, ds.vocab_size, cfg.train.seed,
                         fixed_widths=cfg.train.compile,  # compiled: the same shapes every step
@@ -304,6 +305,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
                               "batch and the rows of the uninterrupted run")
         distributed.load_states(model, model.target, optimizer, loaded.model, loaded.target, loaded.optimizer, info)
         batcher.load_state_dict(loaded.state["data"])
+        if scaler is not None and loaded.state.get("grad_scaler"):  # fp16: the loss scale goes on
+            scaler.load_state_dict(loaded.state["grad_scaler"])
         set_rng_state(loaded.rng)
         if info.enabled:
             torch.manual_seed(cfg.train.seed + 1_000_003 * info.rank + loaded.step)
@@ -419,7 +422,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
                 save_checkpoint(out, done, model=sd, target=tsd, optimizer=osd,
                                 state={"data": source.state_dict(), "config": cfg.to_dict(),
                                        "skipped_steps": skipped, "micro_batches_per_step": micro_per_step,
-                                       "world_size": info.world},
+                                       "world_size": info.world,
+                                       "grad_scaler": scaler.state_dict() if scaler is not None else None},
                                 keep=cfg.train.keep_ckpts)
         bar.update(1)
     bar.close()
