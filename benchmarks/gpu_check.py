@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -104,9 +105,6 @@ def check_bf16_losses(dev: torch.device, steps: int = 10, rtol: float = 1e-2) ->
     from predrecon.train.meta import HybridModel
     from predrecon.train.step import StepContext, fused_adamw, train_step
 
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
     cfg = bench._our_cfg("tiny", "hybrid", "shared", 64, 8)
     batches = bench._batches(cfg, steps, dev)
     curves = {}
@@ -133,8 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-bench", action="store_true")
     a = p.parse_args(argv)
     dev = torch.device(a.device)
+    if dev.type == "cuda":  # the fp32 references are IEEE fp32 (TF32 would miss the 1e-4 tolerances)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     report: dict = {"device": str(dev), "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None}
+                    "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+                    "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32,
+                             # set in some container images: cuBLAS then uses TF32 whatever the flags say
+                             "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")}}
     for name, fn in (("fused_ce", check_fused_ce), ("attention", check_attention), ("bf16_losses", check_bf16_losses)):
         t = time.perf_counter()
         try:

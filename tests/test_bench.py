@@ -286,6 +286,9 @@ def test_peak_memory_is_each_contestants_own(monkeypatch):
     for name, (built, first, transient) in plan.items():
         assert out["results"][name]["peak_mem_gib"] == pytest.approx(built + first + transient), name
     assert "| ours_mlm |" in format_table(out) and " 10.00 |" in format_table(out)
+    # the run's own high-water mark: every model resident (31 GiB) plus the largest step (HF's 10);
+    # read after the per-contestant resets it was only the last contestant's round (31 + 8)
+    assert out["config"]["max_mem_gib"] == pytest.approx(sum(b + f for b, f, _ in plan.values()) + 10)
 
 
 @pytest.mark.parametrize("clip,expected", [(1.0, 9.0), (0.0, -10.0)])
@@ -300,3 +303,15 @@ def test_hf_step_clips_gradients_as_the_hf_trainer_does(clip, expected):
     step()
     assert p.item() == pytest.approx(expected)
     assert bench.HF_MAX_GRAD_NORM == 1.0 and bench._stepper.__defaults__[-1] == bench.HF_MAX_GRAD_NORM
+
+
+@pytest.mark.parametrize("name,tflops", [("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0),
+                                         ("NVIDIA H100 NVL", 835.0), ("NVIDIA H200", 989.4),
+                                         ("NVIDIA A100-SXM4-80GB", 312.0)])
+def test_gpu_peak_follows_the_board(monkeypatch, name, tflops):
+    """A PCIe H100 has 756 dense bf16 TFLOP/s, not the SXM board's 989: MFU must not be 24 % low."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    peak, source = bench.peak_flops(torch.device("cuda", 0), torch.bfloat16)
+    assert peak == pytest.approx(tflops * 1e12) and "spec" in source
