@@ -207,6 +207,17 @@ def test_fsdp2_equals_one_rank(data, tmp_path):
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-4
 
 
+def test_ranks_that_find_different_checkpoints_stop_with_the_reason(data, tmp_path):
+    """Only rank 0 writes checkpoints: on nodes without a shared disk the other ranks find none and
+    would start afresh beside a resumed rank 0. Here each rank has its own folder, rank 0's with a
+    checkpoint at step 6: both stop, saying the run folder must be shared."""
+    run_single(data, tmp_path / "part0", "optim.accum_steps=2", max_steps=6)
+    p = subprocess.run(torchrun([str(WORKER), data, str(tmp_path / "part{rank}"), "0", *BASE]), env=env(),
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode != 0
+    assert "the ranks disagree (steps -1..6" in p.stderr and "every rank sees" in p.stderr, p.stderr[-3000:]
+
+
 @pytest.mark.parametrize("first", ["two", "one", "fsdp"])
 def test_resume_on_another_world_size(data, tmp_path, first):
     """Interrupted at step 6 on one world size, resumed on the other: the uninterrupted curve."""

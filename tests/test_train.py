@@ -241,3 +241,18 @@ def test_accumulation_run(tiny_data, tmp_path):
     summary = train(cfg_for(tiny_data, "optim.accum_steps=2", "train.steps=3", "optim.warmup_steps=0",
                             "train.diag_every=0"), tmp_path)
     assert summary["step"] == 3 and summary["loss"] > 0 and summary["skipped_steps"] == 0
+
+
+def test_a_named_gpu_becomes_the_current_device(monkeypatch):
+    """``train.device=cuda:1`` makes GPU 1 current (else the prefetcher's pinned-memory thread and
+    index-less CUDA calls open a context on GPU 0); a GPU that is not there is a config error.
+    The CUDA runtime is stood in for on this machine."""
+    from predrecon.config import ConfigError
+    from predrecon.train.loop import resolve_device
+    current: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1) and current == [torch.device("cuda", 1)]
+    with pytest.raises(ConfigError, match="only 2 GPU"):
+        resolve_device("cuda:2")

@@ -182,6 +182,15 @@ def any_over_ranks(flag: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return f[0].bool()
 
 
+def min_max_over_ranks(value: int, info: DistInfo) -> tuple[int, int]:
+    """The smallest and the largest of an integer that each rank holds (one collective)."""
+    if not info.enabled:
+        return value, value
+    t = torch.tensor([-value, value], dtype=torch.int64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return -int(t[0]), int(t[1])
+
+
 def broadcast_buffers(module: nn.Module, info: DistInfo, src: int = 0) -> None:
     """Copy every buffer of ``module`` from rank ``src`` (plain tensors only)."""
     if not info.enabled:

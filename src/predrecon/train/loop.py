@@ -56,7 +56,23 @@ def resolve_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None:
+        if dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device: {name!r} requested but only {torch.cuda.device_count()} GPU(s) "
+                              "are visible (CUDA_VISIBLE_DEVICES renumbers them from 0)")
+        torch.cuda.set_device(dev)  # the current device too: pinned-memory threads and kernels without a device
     return dev
+
+
+def _checkpoint_step(ckpt: Path | None) -> int:
+    """The step a checkpoint folder holds (its state.json), -1 for none, -2 when unreadable
+    (``load_checkpoint`` then says why)."""
+    if ckpt is None:
+        return -1
+    try:
+        return int(json.loads((Path(ckpt) / "state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -2
 
 
 def autocast_dtype(precision: str, device: torch.device, dim: int | None = None) -> torch.dtype | None:
@@ -289,6 +305,13 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: str = "auto",
     elif any((out / "checkpoints").glob("step_*")):
         raise ConfigError(f"{out} already holds checkpoints: pass --resume auto to continue or choose "
                           "another --out")
+    if info.enabled:  # rank 0 alone writes checkpoints: every rank must find the same one
+        lo, hi = distributed.min_max_over_ranks(_checkpoint_step(ckpt), info)
+        if lo != hi:
+            raise distributed.DistributedError(
+                f"rank {info.rank} of {info.world}: resuming from {ckpt or 'nothing (a fresh run)'}, but the ranks "
+                f"disagree (steps {lo}..{hi}; -1 = no checkpoint): only rank 0 writes checkpoints, so {out} "
+                "must be one folder that every rank sees (a filesystem shared by all nodes)")
     if ckpt is not None:
         loaded = load_checkpoint(ckpt)
         saved_cfg = loaded.state.get("config", {})
