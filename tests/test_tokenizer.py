@@ -87,6 +87,24 @@ def test_train_wordpiece_bert_style(tmp_path):
     assert not flat & {0, 2, 3, 4}  # encode_batch adds no [PAD]/[CLS]/[SEP]/[MASK]
 
 
+def test_train_wordpiece_is_the_same_in_every_process():
+    """``tokenizers`` numbers the ``##`` characters in a per-process hash order and breaks merge
+    ties by those numbers: three processes trained three different vocabularies on these documents
+    before they were numbered beforehand. Also: a generator is accepted (read twice from a list),
+    and no ``##`` piece becomes an added token ("##a" in a text is split, not matched)."""
+    src = Path(__file__).resolve().parents[1] / "src"
+    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+            "from fixtures_data import make_docs\nfrom predrecon.data.tokenizer import train_wordpiece\n"
+            "print(train_wordpiece(make_docs(200, seed=123), 160, min_frequency=1).to_str())")
+    outs = {subprocess.run([sys.executable, "-c", code, str(src), str(Path(__file__).parent)], check=True,
+                           capture_output=True, text=True).stdout for _ in range(3)}
+    assert len(outs) == 1
+    tok = train_wordpiece((d for d in make_docs(200, seed=123)), 160, min_frequency=1)
+    assert tok.to_str() + "\n" in outs
+    assert [a.content for a in tok.get_added_tokens_decoder().values()] == list(tk.SPECIAL_TOKENS)
+    assert "##a" in tok.get_vocab() and "##a" not in tok.encode("x ##a", add_special_tokens=False).tokens
+
+
 def test_train_wordpiece_rejects_tiny_vocab_and_empty_corpus():
     with pytest.raises(TokenizerError, match="vocab_size"):
         train_wordpiece(["a b"], 5)
