@@ -16,7 +16,9 @@ Checks, each with its numbers and a pass/fail against a stated tolerance:
 3. ``bf16_losses`` — the first 10 steps of a small hybrid run on built-ahead batches, bf16 autocast
    against fp32 (TF32 off): MLM and JEPA losses within a relative 1e-2 on every step (the CPU
    test allows 1e-3 and measures 1e-4; GPU kernels round differently, so the figure is reported).
-4. ``bench`` — ``predrecon bench --shape base --batch 256 --seq 128 --precision bf16 --prefetch 2``:
+4. ``sync_free`` — one step of a small hybrid run in bf16 under ``torch.cuda.set_sync_debug_mode
+   ("error")``, counting reads back to the host: none allowed (skipped on a CPU).
+5. ``bench`` — ``predrecon bench --shape base --batch 256 --seq 128 --precision bf16 --prefetch 2``:
    the real loop, our steps and HF ``BertForMaskedLM`` in one process (tokens/s, ratios, MFU,
    counted FLOPs, each contestant's own peak memory).
 
@@ -120,6 +122,48 @@ def check_bf16_losses(dev: torch.device, steps: int = 10, rtol: float = 1e-2) ->
             "pass": max(diffs) <= rtol and max(diffs) > 0}
 
 
+def check_sync_free(dev: torch.device) -> dict:
+    """Two steps of a small hybrid run on built-ahead batches; the second under
+    ``torch.cuda.set_sync_debug_mode("error")`` (any synchronising call raises) and counting every
+    read back to the host (:class:`~predrecon.train.step.HostReads`). Pass: no read, no error. A CPU
+    takes the step's branching path by design (``tests/test_sync_free.py`` checks the accelerator
+    path there): skipped."""
+    if dev.type != "cuda":
+        return {"pass": True, "skipped": f"{dev.type}: not an accelerator"}
+    return _step_syncs(dev)
+
+
+def _step_syncs(dev: torch.device) -> dict:
+    from predrecon.train.diagnostics import FaultMonitor
+    from predrecon.train.loop import build_optimizer, seed_everything
+    from predrecon.train.meta import HybridModel
+    from predrecon.train.step import HostReads, StepContext, fused_adamw, train_step
+
+    cfg = bench._our_cfg("tiny", "hybrid", "shared", 64, 8)
+    batches = bench._batches(cfg, 2, dev)
+    seed_everything(0)
+    model = HybridModel(cfg, bench.VOCAB, bench.SPECIAL).to(dev).train()
+    opt = build_optimizer(model, cfg, fused=fused_adamw(dev))
+    ctx = StepContext(cfg, model, opt, lambda s: ([batches[s]], 8 * 64), dev, amp=torch.bfloat16,
+                      monitor=FaultMonitor(dev, 5))
+    train_step(ctx, 0)  # lazy state made outside the count
+    error = None
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        with HostReads() as reads:
+            res = train_step(ctx, 1)
+    except RuntimeError as e:  # a synchronising call under the debug mode
+        error, res = f"{type(e).__name__}: {e}", None
+    finally:
+        if dev.type == "cuda":
+            torch.cuda.set_sync_debug_mode(0)
+    finite = res is not None and bool(torch.isfinite(res.logs["loss"]))
+    return {"host_reads": dict(reads.hits), "error": error, "finite": finite,
+            "pass": not reads.hits and error is None and finite}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=".", help="folder for gpu_check.json (on the device machine: $OUT)")
@@ -139,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                     "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32,
                              # set in some container images: cuBLAS then uses TF32 whatever the flags say
                              "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")}}
-    for name, fn in (("fused_ce", check_fused_ce), ("attention", check_attention), ("bf16_losses", check_bf16_losses)):
+    for name, fn in (("fused_ce", check_fused_ce), ("attention", check_attention), ("bf16_losses", check_bf16_losses),
+                     ("sync_free", check_sync_free)):
         t = time.perf_counter()
         try:
             report[name] = fn(dev)
@@ -161,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
-    checks = ("fused_ce", "attention", "bf16_losses")
+    checks = ("fused_ce", "attention", "bf16_losses", "sync_free")
     ok = all(report[c]["pass"] for c in checks) and "error" not in report.get("bench", {})
     print("all checks passed" if ok else "SOME CHECKS FAILED", "->", out / "gpu_check.json")
     return 0 if ok else 1

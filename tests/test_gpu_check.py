@@ -27,6 +27,7 @@ def test_runs_on_a_cpu_and_writes_one_json(tmp_path, monkeypatch):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert rc == 0
     assert all(report[k]["pass"] for k in ("fused_ce", "attention", "bf16_losses"))
+    assert report["sync_free"]["skipped"]  # a CPU: see test_sync_free_check_counts_host_reads
     assert 0 < report["bf16_losses"]["max_rel_diff"] <= report["bf16_losses"]["tol"]
     assert {"hf_bert_mlm", "ours_hybrid_shared", "loop_hybrid_shared", "loop_hybrid_shared+prefetch"} \
         <= set(report["bench"]["results"])
@@ -61,3 +62,19 @@ def test_attention_check_fails_when_the_mask_is_ignored(monkeypatch):
 def test_bf16_check_fails_when_the_curves_differ_more_than_stated():
     out = gc.check_bf16_losses(CPU, steps=3, rtol=1e-9)  # bf16 really differs from fp32
     assert not out["pass"] and out["max_rel_diff"] > 0
+
+
+def test_sync_free_check_counts_host_reads(monkeypatch):
+    """On a CPU the check is skipped (the step branches there by design); its body, forced onto the
+    accelerator path, passes on a clean step and fails on a planted ``bool(tensor)``."""
+    from predrecon.train import meta
+    from predrecon.train import step as S
+
+    assert gc.check_sync_free(CPU) == {"pass": True, "skipped": "cpu: not an accelerator"}
+    monkeypatch.setattr(S.StepContext, "sync_free", property(lambda self: True))
+    monkeypatch.setattr(meta, "_single_unpadded", lambda seg: False)
+    out = gc._step_syncs(CPU)
+    assert out["pass"] and out["finite"] and out["host_reads"] == {}
+    monkeypatch.setattr(meta, "_single_unpadded", lambda seg: bool((seg == 1).all()) and False)
+    out = gc._step_syncs(CPU)
+    assert not out["pass"] and out["host_reads"] and all(k.startswith("meta.py:") for k in out["host_reads"])

@@ -13,7 +13,6 @@ from collections import Counter
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from predrecon.data.batching import make_batcher
 from predrecon.data.masking import Collator
@@ -30,20 +29,6 @@ from fixtures_data import debug_cfg, tiny_dataset
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> str:
     return tiny_dataset(tmp_path_factory, "syncfree", 60, 3)
-
-
-class _Reads(TorchDispatchMode):
-    def __init__(self, hits: Counter):
-        super().__init__()
-        self.hits = hits
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            f = sys._getframe(1)
-            while f is not None and "/predrecon/" not in f.f_code.co_filename:
-                f = f.f_back
-            self.hits[f"read-back at {f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno}" if f else "?"] += 1
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("ov", [
@@ -76,8 +61,9 @@ def test_the_accelerator_step_never_syncs(data, monkeypatch, ov):
         return real(*a, **k)
 
     monkeypatch.setattr(torch, "tensor", spy)
-    with _Reads(hits):
+    with S.HostReads() as reads:
         res = S.train_step(ctx, 1)
     monkeypatch.setattr(torch, "tensor", real)
+    hits.update({f"read-back at {k}": v for k, v in reads.hits.items()})
     assert not hits, dict(hits)
     assert torch.isfinite(res.logs["loss"]) and not bool(res.bad)  # a real step was counted
