@@ -125,7 +125,7 @@ def check_bf16_losses(dev: torch.device, steps: int = 10, rtol: float = 1e-2) ->
 def check_sync_free(dev: torch.device) -> dict:
     """Two steps of a small hybrid run on built-ahead batches; the second under
     ``torch.cuda.set_sync_debug_mode("error")`` (any synchronising call raises) and counting every
-    read back to the host (:class:`~predrecon.train.step.HostReads`). Pass: no read, no error. A CPU
+    read back to the host (:class:`~predrecon.train.syncs.HostReads`). Pass: no read, no error. A CPU
     takes the step's branching path by design (``tests/test_sync_free.py`` checks the accelerator
     path there): skipped."""
     if dev.type != "cuda":
@@ -137,7 +137,8 @@ def _step_syncs(dev: torch.device) -> dict:
     from predrecon.train.diagnostics import FaultMonitor
     from predrecon.train.loop import build_optimizer, seed_everything
     from predrecon.train.meta import HybridModel
-    from predrecon.train.step import HostReads, StepContext, fused_adamw, train_step
+    from predrecon.train.step import StepContext, fused_adamw, train_step
+    from predrecon.train.syncs import HostReads
 
     cfg = bench._our_cfg("tiny", "hybrid", "shared", 64, 8)
     batches = bench._batches(cfg, 2, dev)

@@ -22,6 +22,7 @@ from predrecon.train import step as S
 from predrecon.train.diagnostics import FaultMonitor
 from predrecon.train.loop import build_optimizer
 from predrecon.train.meta import HybridModel
+from predrecon.train.syncs import HostReads
 
 from fixtures_data import debug_cfg, tiny_dataset
 
@@ -61,7 +62,7 @@ def test_the_accelerator_step_never_syncs(data, monkeypatch, ov):
         return real(*a, **k)
 
     monkeypatch.setattr(torch, "tensor", spy)
-    with S.HostReads() as reads:
+    with HostReads() as reads:
         res = S.train_step(ctx, 1)
     monkeypatch.setattr(torch, "tensor", real)
     hits.update({f"read-back at {k}": v for k, v in reads.hits.items()})

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..config import RunConfig
 
@@ -65,25 +62,6 @@ def autocast_dtype(precision: str, device: torch.device, dim: int | None = None)
         return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     except KeyError:
         raise ValueError(f"train.precision: must be auto|fp32|bf16|fp16, got {precision!r}") from None
-
-
-class HostReads(TorchDispatchMode):
-    """While active, counts every read of a tensor's value back to the host
-    (``aten._local_scalar_dense``: ``.item()``, ``int()``, ``bool()``, ``float()`` of a tensor; on a
-    GPU each one waits for the device) in ``hits``, keyed by the innermost predrecon source line
-    that caused it (``"?"`` when none did). The accelerator path of :func:`train_step` makes none."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hits: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        if func is torch.ops.aten._local_scalar_dense.default:
-            f = sys._getframe(1)
-            while f is not None and "predrecon" not in f.f_code.co_filename.replace("\\", "/").split("/")[-3:-1]:
-                f = f.f_back
-            self.hits[f"{Path(f.f_code.co_filename).name}:{f.f_lineno}" if f is not None else "?"] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def fused_adamw(device: torch.device) -> bool:
