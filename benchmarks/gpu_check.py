@@ -103,18 +103,14 @@ def check_attention(dev: torch.device) -> dict:
 
 
 def check_bf16_losses(dev: torch.device, steps: int = 10, rtol: float = 1e-2) -> dict:
-    from predrecon.train.loop import build_optimizer, seed_everything
-    from predrecon.train.meta import HybridModel
-    from predrecon.train.step import StepContext, fused_adamw, train_step
+    from predrecon.train.loop import seed_everything
+    from predrecon.train.step import train_step
 
     cfg = bench._our_cfg("tiny", "hybrid", "shared", 64, 8)
-    batches = bench._batches(cfg, steps, dev)
     curves = {}
     for name, amp in (("fp32", None), ("bf16", torch.bfloat16)):
         seed_everything(0)
-        model = HybridModel(cfg, bench.VOCAB, bench.SPECIAL).to(dev).train()
-        opt = build_optimizer(model, cfg, fused=fused_adamw(dev))
-        ctx = StepContext(cfg, model, opt, lambda s: ([batches[s]], 8 * 64), dev, amp=amp)
+        ctx = bench._our_context(cfg, dev, amp, steps)
         curves[name] = [{k: float(v) for k, v in train_step(ctx, s).logs.items() if k in ("loss_mlm", "loss_jepa")}
                         for s in range(steps)]
     diffs = [abs(b[k] - a[k]) / abs(a[k]) for a, b in zip(curves["fp32"], curves["bf16"]) for k in a]
@@ -135,18 +131,13 @@ def check_sync_free(dev: torch.device) -> dict:
 
 def _step_syncs(dev: torch.device) -> dict:
     from predrecon.train.diagnostics import FaultMonitor
-    from predrecon.train.loop import build_optimizer, seed_everything
-    from predrecon.train.meta import HybridModel
-    from predrecon.train.step import StepContext, fused_adamw, train_step
+    from predrecon.train.loop import seed_everything
+    from predrecon.train.step import train_step
     from predrecon.train.syncs import HostReads
 
-    cfg = bench._our_cfg("tiny", "hybrid", "shared", 64, 8)
-    batches = bench._batches(cfg, 2, dev)
     seed_everything(0)
-    model = HybridModel(cfg, bench.VOCAB, bench.SPECIAL).to(dev).train()
-    opt = build_optimizer(model, cfg, fused=fused_adamw(dev))
-    ctx = StepContext(cfg, model, opt, lambda s: ([batches[s]], 8 * 64), dev, amp=torch.bfloat16,
-                      monitor=FaultMonitor(dev, 5))
+    ctx = bench._our_context(bench._our_cfg("tiny", "hybrid", "shared", 64, 8), dev, torch.bfloat16, 2)
+    ctx.monitor = FaultMonitor(dev, 5)
     train_step(ctx, 0)  # lazy state made outside the count
     error = None
     if dev.type == "cuda":

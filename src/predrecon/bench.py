@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -148,14 +149,13 @@ def _batches(cfg: RunConfig, n: int, device: torch.device, fixed_widths: bool = 
     return out
 
 
-def _ours(cfg: RunConfig, device: torch.device, amp: torch.dtype | None, n_batches: int,
-          compiled: bool = False) -> Callable[[], None]:
-    """Our step on batches built ahead: the training loop's own
-    :func:`~predrecon.train.step.train_step` (schedules, forward/backward, clip, optimizer, EMA,
-    the balancer on its own schedule) with the batch source cycling over ``n_batches``."""
+def _our_context(cfg: RunConfig, device: torch.device, amp: torch.dtype | None, n_batches: int,
+                 compiled: bool = False) -> Any:
+    """A :class:`~predrecon.train.step.StepContext` for ``cfg`` (a fresh model and optimizer on
+    ``device``) whose batch source cycles over ``n_batches`` batches built ahead."""
     from .train.loop import build_optimizer
     from .train.meta import HybridModel
-    from .train.step import StepContext, compile_model, train_step
+    from .train.step import StepContext, compile_model
 
     model = HybridModel(cfg, VOCAB, SPECIAL).to(device).train()
     if compiled:  # as train.compile=true: inductor, static shapes from fixed index widths
@@ -163,7 +163,17 @@ def _ours(cfg: RunConfig, device: torch.device, amp: torch.dtype | None, n_batch
     opt = build_optimizer(model, cfg, fused=fused_adamw(device))
     batches = _batches(cfg, n_batches, device, fixed_widths=compiled)
     tokens = cfg.train.batch_size * cfg.data.seq_len
-    ctx = StepContext(cfg, model, opt, lambda s: ([batches[s % len(batches)]], tokens), device, amp=amp)
+    return StepContext(cfg, model, opt, lambda s: ([batches[s % len(batches)]], tokens), device, amp=amp)
+
+
+def _ours(cfg: RunConfig, device: torch.device, amp: torch.dtype | None, n_batches: int,
+          compiled: bool = False) -> Callable[[], None]:
+    """Our step on batches built ahead: the training loop's own
+    :func:`~predrecon.train.step.train_step` (schedules, forward/backward, clip, optimizer, EMA,
+    the balancer on its own schedule) with the batch source cycling over ``n_batches``."""
+    from .train.step import train_step
+
+    ctx = _our_context(cfg, device, amp, n_batches, compiled)
     it = [0]
 
     def step() -> None:

@@ -156,8 +156,7 @@ def train_wordpiece(documents: Iterable[str], vocab_size: int, out_path: str | o
         documents = list(documents)
     continuation = ["##" + c for c in _continuation_chars(documents, tok.normalizer, tok.pre_tokenizer)]
     # numbered first (as special tokens of the trainer), so the trainer never numbers them itself
-    trainer = trainers.WordPieceTrainer(vocab_size=max(vocab_size, len(SPECIAL_TOKENS) + len(continuation) + 1),
-                                        min_frequency=min_frequency,
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                         special_tokens=[*SPECIAL_TOKENS, *continuation],
                                         continuing_subword_prefix="##", show_progress=show_progress)
     n = 0
@@ -192,14 +191,15 @@ def _continuation_chars(documents: Iterable[str], normalizer: normalizers.Normal
     inside: set[str] = set()
     alone: set[str] = set()
     for doc in documents:
-        todo = set(normalizer.normalize_str(doc)) - inside - alone
+        text = normalizer.normalize_str(doc)
+        todo = set(text) - inside - alone
         for c in list(todo):
             probe = normalizer.normalize_str(f"a{c}a")
             if [w for w, _ in pre_tokenizer.pre_tokenize_str(probe)] != [probe]:
                 alone.add(c)
                 todo.discard(c)
         if todo:
-            for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(doc)):
+            for word, _ in pre_tokenizer.pre_tokenize_str(text):
                 inside.update(word[1:])
     return sorted(inside)
 
