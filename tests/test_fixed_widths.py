@@ -19,7 +19,7 @@ from predrecon.train.meta import HybridModel
 SP = SpecialIds(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
 V = 60
 KEYS = {"mlm": ("mlm_index", "mlm_labels"), "ctx": ("ctx_index", "ctx_valid"),
-        "tgt": ("tgt_index", "tgt_valid", "tgt_block")}
+        "tgt": ("tgt_index", "tgt_valid", "tgt_block"), "pred": ("pred_valid",)}
 
 
 def _rows(docs_per_row, T, seed):
@@ -69,7 +69,7 @@ def test_caps_hold_and_padding_is_inert(case):
     fixed = Collator(mlm, jepa, obj, SP, V, seed=5, fixed_widths=True, max_docs=max_docs)
     caps = fixed.width_caps(T)
     assert set(caps) == {k for k, on in (("mlm", obj.kind != "jepa"), ("ctx", obj.kind != "mlm"),
-                                        ("tgt", obj.kind != "mlm")) if on}
+                                        ("tgt", obj.kind != "mlm"), ("pred", obj.kind != "mlm")) if on}
     a, b = free(rows, step), fixed(rows, step)
     assert set(a) == set(b)
     for name, cap in caps.items():
@@ -94,7 +94,7 @@ def test_caps_are_tight_for_single_documents():
     jepa = JEPAConfig(num_targets=2, target_scale=(0.25, 0.25), context_scale=(1.0, 1.0), min_keep=4)
     obj = ObjectiveConfig(kind="hybrid", student_path="shared")
     col = Collator(MLMConfig(prob=0.15), jepa, obj, SP, V, fixed_widths=True, max_docs=1)
-    assert col.width_caps(128) == {"mlm": 19, "ctx": 128, "tgt": 64}
+    assert col.width_caps(128) == {"mlm": 19, "ctx": 128, "tgt": 64, "pred": 160}
     assert ours_width_caps(jepa, 128, 1) == (128, 64)
     # full rows of 126 real tokens: each block is round(0.25 * 126) = 32 positions
     batch = Collator(MLMConfig(prob=0.15), jepa, obj, SP, V)(_rows([[126]] * 4, 128, 0), 0)
@@ -128,3 +128,30 @@ def test_losses_ignore_the_padding_slots(path):
     assert set(la) == {"mlm", "jepa"}
     for k in la:
         torch.testing.assert_close(lb[k], la[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["shared", "separate"])
+def test_the_predictors_width_does_not_change_the_losses(path):
+    """The predictor's sequence is as wide as ``pred_valid`` (the batch's largest row of context +
+    target entries), C + N without it, the fixed cap with ``fixed_widths``: the same JEPA loss and
+    gradients each way, and the compact width is below C + N on these packed rows."""
+    torch.manual_seed(0)
+    cfg = apply_overrides(debug(), [f"objective.student_path={path}"])
+    model = HybridModel(cfg, V, SP).train()
+    rows = _rows([[44], [30, 12], [10, 10, 10]], 48, 3)
+    a = Collator(cfg.mlm, cfg.jepa, cfg.objective, SP, V, seed=1)(rows, 7)
+    fixed = Collator(cfg.mlm, cfg.jepa, cfg.objective, SP, V, seed=1, fixed_widths=True, max_docs=3)
+    b = fixed(rows, 7)
+    wide = {k: v for k, v in a.items() if k != "pred_valid"}
+    counts = a["ctx_valid"].sum(1) + a["tgt_valid"].sum(1)
+    assert a["pred_valid"].shape[1] == int(counts.max()) < a["ctx_index"].shape[1] + a["tgt_index"].shape[1]
+    assert b["pred_valid"].shape[1] == fixed.width_caps(48)["pred"]
+    params = [p for p in model.predictor.parameters() if p.requires_grad]
+    results = []
+    for batch in (a, wide, b):
+        loss = model.compute_losses(batch)[0]["jepa"]
+        results.append((loss, torch.autograd.grad(loss, params)))
+    for loss, grads in results[1:]:
+        torch.testing.assert_close(loss, results[0][0], rtol=1e-5, atol=1e-6)
+        for g, r in zip(grads, results[0][1]):
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)

@@ -185,3 +185,81 @@ def test_per_block_predictor_equals_one_pass_per_block_with_a_shared_mask_token(
     same = pred(ctx, ctx_pos, ctx_valid, torch.tensor([[7, 7]] * 2), torch.tensor([[0, 1]] * 2),
                 torch.ones(2, 2, dtype=torch.bool))
     torch.testing.assert_close(same[:, 0], same[:, 1])
+
+
+def _alone(pred: Predictor, ctx, ctx_pos, ctx_valid, tgt_pos, tgt_block, tgt_valid, b: int) -> torch.Tensor:
+    """Row ``b``'s valid target outputs from the plain computation: only its valid context and
+    target tokens, in one unpadded sequence, every block in full, no attention mask."""
+    cv, tv = ctx_valid[b], tgt_valid[b]
+    c = pred.embed(ctx[b][cv]) + pred.pos_emb(ctx_pos[b][cv])
+    t = pred.mask_tokens[tgt_block[b][tv]] + pred.pos_emb(tgt_pos[b][tv])
+    x = torch.cat([c, t])[None]
+    for block in pred.blocks:
+        x = block(x)
+    return pred.proj(pred.norm(x[0, int(cv.sum()):]))
+
+
+def _ragged_inputs():
+    """Rows whose valid entries are not left-aligned and whose counts differ: C + N = 14 slots
+    for at most 9 valid entries in a row."""
+    torch.manual_seed(3)
+    B, C, N = 3, 8, 6
+    ctx = torch.randn(B, C, 12)
+    ctx_pos = torch.randint(0, 32, (B, C))
+    ctx_valid = torch.tensor([[1, 1, 0, 1, 0, 1, 0, 0], [1, 1, 1, 1, 1, 1, 0, 0], [0, 1, 0, 0, 0, 0, 0, 1]]).bool()
+    tgt_pos = torch.randint(0, 32, (B, N))
+    tgt_block = torch.tensor([[0, 1, 1, 0, 1, 0], [0, 0, 1, 1, 1, 1], [1, 0, 1, 0, 1, 0]])
+    tgt_valid = torch.tensor([[0, 1, 1, 1, 0, 1], [1, 0, 0, 1, 1, 0], [1, 1, 1, 0, 1, 1]]).bool()
+    return ctx, ctx_pos, ctx_valid, tgt_pos, tgt_block, tgt_valid
+
+
+@pytest.mark.parametrize("width", [None, 9, 12])
+def test_predictor_equals_each_row_computed_alone(width):
+    """The compact slot layout, its dump slot, the last block's rows-only pass and any width from
+    the largest row's count up (``slots_valid``, the collator's ``pred_valid``) give, for every
+    valid target, the output and the parameter gradients of the row computed alone without padding
+    or mask. (Mis-placed slots, a dump slot that leaks into attention, or a last block that drops
+    keys would each change the numbers.)"""
+    pred = make_predictor()
+    args = _ragged_inputs()
+    ctx_valid, tgt_valid = args[2], args[5]
+    counts = ctx_valid.sum(1) + tgt_valid.sum(1)
+    assert int(counts.max()) == 9
+    sv = None if width is None else torch.arange(width)[None] < counts[:, None]
+    out = pred(*args, slots_valid=sv)
+    assert out.shape == (3, 6, 12) and torch.isfinite(out).all()
+    want = [_alone(pred, *args, b) for b in range(3)]
+    for b in range(3):
+        torch.testing.assert_close(out[b][tgt_valid[b]], want[b], rtol=1e-5, atol=1e-5)
+    named = [(n, p) for n, p in pred.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    grads = torch.autograd.grad(out[tgt_valid].square().sum(), params, allow_unused=True)
+    ref = torch.autograd.grad(torch.cat(want).square().sum(), params, allow_unused=True)
+    for (name, _), g, r in zip(named, grads, ref):
+        if r is None:
+            assert g is None or not g.any(), name
+        else:
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_predictor_refuses_slots_narrower_than_a_row():
+    pred = make_predictor()
+    args = _ragged_inputs()
+    with pytest.raises(RuntimeError, match="more valid context"):
+        pred(*args, slots_valid=torch.ones(3, 8, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("family", ["prenorm", "bert"])
+def test_block_forward_rows_equals_the_full_block_at_those_rows(family):
+    from predrecon.model.encoder import get_family, key_attention_mask
+
+    torch.manual_seed(0)
+    block = get_family(family).block(16, 2).eval()
+    x = torch.randn(2, 7, 16)
+    valid = torch.tensor([[1, 1, 1, 0, 1, 1, 0], [1, 0, 1, 1, 1, 1, 1]]).bool()
+    mask = key_attention_mask(valid)
+    rows = torch.tensor([[6, 0, 4], [1, 1, 5]])
+    full = block(x, mask)
+    rows_mask = mask.gather(2, rows[:, None, :, None].expand(-1, 1, -1, 7))
+    got = block.forward_rows(x, rows, rows_mask)
+    torch.testing.assert_close(got, torch.stack([full[b, rows[b]] for b in range(2)]))

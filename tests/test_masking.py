@@ -190,7 +190,7 @@ def _collator(kind="hybrid", path="shared", seed=0, **jepa):
 
 
 MLM_KEYS = {"mlm_index", "mlm_labels"}
-JEPA_KEYS = {"ctx_index", "ctx_valid", "tgt_index", "tgt_valid", "tgt_block"}
+JEPA_KEYS = {"ctx_index", "ctx_valid", "tgt_index", "tgt_valid", "tgt_block", "pred_valid"}
 BASE = {"input_ids", "position_ids", "segment_ids", "mlm_input_ids"}
 
 
@@ -367,3 +367,14 @@ def test_config_checks_for_arms_and_samplers():
         apply_overrides(debug(), ["jepa.sampler=paper"])
     f = apply_faithful(debug())
     assert (f.jepa.sampler, f.jepa.predictor_mode) == ("reference", "per_block")
+
+
+def test_pred_valid_marks_each_rows_context_and_target_entries():
+    rows = _rows([[20, 9], [30], [5, 5, 5]], T=40)
+    batch = _collator("hybrid")(rows, step=3)
+    counts = batch["ctx_valid"].sum(1) + batch["tgt_valid"].sum(1)
+    pv = batch["pred_valid"]
+    assert pv.shape == (3, int(counts.max()))
+    assert pv.sum(1).tolist() == counts.tolist()
+    assert torch.equal(pv, torch.arange(pv.shape[1])[None] < counts[:, None])  # left-aligned
+    assert pv.shape[1] <= 40  # the context excludes the targets: at most one slot per position here

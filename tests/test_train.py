@@ -172,7 +172,7 @@ def test_export_round_trip(tiny_data, tmp_path):
 
 # Padding values of the variable-width batch keys (docs/architecture.md): a padded slot is inert.
 _PAD = {"mlm_index": 0, "mlm_labels": -100, "ctx_index": 0, "ctx_valid": False, "tgt_index": 0,
-        "tgt_valid": False, "tgt_block": 0}
+        "tgt_valid": False, "tgt_block": 0, "pred_valid": False}
 
 
 def concat_batches(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -55,6 +55,7 @@ from .samplers import get_sampler, jepa_blocks, ours_width_caps
 from .tokenizer import SpecialIds
 
 __all__ = ["Collator", "corruption_rates", "jepa_blocks", "maskable_positions", "mlm_mask", "non_special_ids",
+           "pred_width_cap", "predictor_slots",
            "step_seed"]
 
 Batch = dict[str, torch.Tensor]
@@ -149,6 +150,30 @@ def mlm_mask(input_ids: torch.Tensor, maskable: torch.Tensor, cfg: MLMConfig, sp
     return corrupted, mlm_index, mlm_labels
 
 
+def predictor_slots(ctx_valid: torch.Tensor, tgt_valid: torch.Tensor) -> torch.Tensor:
+    """``pred_valid`` (B, L) bool: the occupied slots of the predictor's compact sequence — each
+    row's valid context entries, then its valid target entries, left-aligned — with L the batch's
+    largest count (:class:`~predrecon.model.heads.Predictor`). Padding the context and the target
+    lists to their own batch maxima would give the predictor C + N slots (≈ 1.2 T with the default
+    block sizes); L is at most T when the context excludes the targets and the blocks do not overlap."""
+    counts = ctx_valid.sum(1) + tgt_valid.sum(1)  # (B,)
+    width = int(counts.max()) if counts.numel() else 0
+    return torch.arange(width)[None, :] < counts[:, None]
+
+
+def pred_width_cap(cfg: JEPAConfig, seq_len: int, ctx_cap: int, tgt_cap: int) -> int:
+    """Fixed width of ``pred_valid`` (``fixed_widths``): at most ``ctx_cap + tgt_cap``; with
+    ``jepa.context_excludes_targets`` also at most ``seq_len + floor(tgt_cap (K - 1) / K)`` for K
+    target blocks. (Per document of L maskable positions whose K blocks hold n entries: the blocks
+    cover at least n / K distinct positions, none of them in the context, so context + targets
+    <= L - n / K + n; the documents of a row share at most ``seq_len`` positions and n <= tgt_cap.)"""
+    cap = ctx_cap + tgt_cap
+    if cfg.context_excludes_targets:
+        K = cfg.num_targets
+        cap = min(cap, int(seq_len) + (tgt_cap * (K - 1)) // K)
+    return cap
+
+
 def step_seed(seed: int, step: int) -> int:
     """A well-mixed 63-bit seed for ``(seed, step)`` (numpy SeedSequence)."""
     if seed < 0 or step < 0:
@@ -211,12 +236,14 @@ class Collator:
             caps["mlm"] = T if self.predict_blocks else max(1, min(T, round(self.mlm_cfg.prob * T)))
         if self.need_jepa and self.sampler_name == "ours" and not getattr(self.jepa_cfg, "loss_over_padding", False):
             caps["ctx"], caps["tgt"] = ours_width_caps(self.jepa_cfg, T, self.max_docs)
+            caps["pred"] = pred_width_cap(self.jepa_cfg, T, caps["ctx"], caps["tgt"])
         return caps
 
     def _pad_to_caps(self, batch: Batch, T: int) -> Batch:
         groups = {"mlm": (("mlm_index", 0), ("mlm_labels", -100)),
                   "ctx": (("ctx_index", 0), ("ctx_valid", False)),
-                  "tgt": (("tgt_index", 0), ("tgt_valid", False), ("tgt_block", 0))}
+                  "tgt": (("tgt_index", 0), ("tgt_valid", False), ("tgt_block", 0)),
+                  "pred": (("pred_valid", False),)}
         for name, cap in self.width_caps(T).items():
             for key, fill in groups[name]:
                 if key not in batch:
@@ -249,7 +276,8 @@ class Collator:
             tgt_pos = (hits > 0) & maskable  # (B, T): drawn target positions that are real tokens
             if self.need_jepa:
                 batch.update(ctx_index=draw.ctx_index, ctx_valid=draw.ctx_valid, tgt_index=draw.tgt_index,
-                             tgt_valid=draw.tgt_valid, tgt_block=draw.tgt_block)
+                             tgt_valid=draw.tgt_valid, tgt_block=draw.tgt_block,
+                             pred_valid=predictor_slots(draw.ctx_valid, draw.tgt_valid))
                 if self.sampler_name != "ours":
                     batch["tgt_real"] = draw.tgt_real
         if self.need_mlm:

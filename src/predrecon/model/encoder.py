@@ -209,6 +209,19 @@ class Attention(nn.Module):
         out = attention(q, k, v, attn_mask, self.dropout if self.training else 0.0, self.impl)  # (B, H, T, hd)
         return self.proj(out.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
 
+    def forward_rows(self, x_rows: torch.Tensor, x: torch.Tensor, attn_mask: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """Attention output (B, R, D) for the queries ``x_rows`` (B, R, D) over the keys and values
+        of ``x`` (B, T, D); ``attn_mask`` broadcastable to (B, H, R, T). The query projection runs
+        on the R rows only (the fused ``qkv`` weight's first D rows), keys and values on all T."""
+        B, T, D = x.shape
+        R = x_rows.shape[1]
+        w, b = self.qkv.weight, self.qkv.bias
+        q = F.linear(x_rows, w[:D], b[:D]).view(B, R, self.heads, self.head_dim).transpose(1, 2)
+        kv = F.linear(x, w[D:], b[D:]).view(B, T, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        out = attention(q, kv[0], kv[1], attn_mask, self.dropout if self.training else 0.0, self.impl)
+        return self.proj(out.transpose(1, 2).reshape(B, R, D))  # (B, R, D)
+
 
 class MLP(nn.Module):
     """``fc2(GELU(fc1(x)))`` with hidden width ``int(dim * ratio)``."""
@@ -241,6 +254,17 @@ class Block(nn.Module):
         x = x + self.drop(self.attn(self.norm1(x), attn_mask, rope))
         return x + self.drop(self.mlp(self.norm2(x)))
 
+    def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, attn_mask: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """The block's output at the rows ``rows`` (B, R) of ``x`` (B, T, D) only: equal to
+        ``self(x, mask)`` gathered at ``rows`` when ``attn_mask`` holds those rows of ``mask``
+        (broadcastable to (B, H, R, T)), for a fraction of the work when R < T (where only some
+        outputs are read, as the predictor's last block). No rotary positions."""
+        idx = rows[..., None].expand(*rows.shape, x.shape[-1])  # (B, R, D)
+        h = self.norm1(x)
+        xr = x.gather(1, idx) + self.drop(self.attn.forward_rows(h.gather(1, idx), h, attn_mask))
+        return xr + self.drop(self.mlp(self.norm2(xr)))
+
 
 class PostNormBlock(Block):
     """Post-LN block (BERT): ``LN1(x + drop(Attn(x)))`` then ``LN2(x + drop(MLP(x)))``; the same
@@ -250,6 +274,12 @@ class PostNormBlock(Block):
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         x = self.norm1(x + self.drop(self.attn(x, attn_mask, rope)))
         return self.norm2(x + self.drop(self.mlp(x)))
+
+    def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, attn_mask: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        xr = x.gather(1, rows[..., None].expand(*rows.shape, x.shape[-1]))  # (B, R, D)
+        xr = self.norm1(xr + self.drop(self.attn.forward_rows(xr, x, attn_mask)))
+        return self.norm2(xr + self.drop(self.mlp(xr)))
 
 
 @dataclass(frozen=True)

@@ -106,46 +106,82 @@ class Predictor(nn.Module):
 
     def forward(self, ctx_states: torch.Tensor, ctx_pos: torch.Tensor, ctx_valid: torch.Tensor,
                 tgt_pos: torch.Tensor, tgt_block: torch.Tensor, tgt_valid: torch.Tensor,
-                ctx_seg: torch.Tensor | None = None, tgt_seg: torch.Tensor | None = None
-                ) -> torch.Tensor:
+                ctx_seg: torch.Tensor | None = None, tgt_seg: torch.Tensor | None = None,
+                slots_valid: torch.Tensor | None = None) -> torch.Tensor:
         """Predict (B, N, enc_dim) target states.
 
         ``ctx_states`` (B, C, enc_dim) encoder states at the context slots, ``ctx_pos`` (B, C)
         their position ids, ``ctx_valid`` (B, C) bool; ``tgt_pos`` (B, N) position ids of the
         target slots, ``tgt_block`` (B, N) their block id in ``[0, num_targets)``, ``tgt_valid``
-        (B, N) bool. Every slot attends to valid slots only (context and target), plus itself,
-        so invalid slots never influence valid ones and padded rows stay finite. Optional
-        ``ctx_seg``/``tgt_seg`` (B, C)/(B, N) further restrict attention to equal segment ids
-        (packed rows). Outputs at invalid target slots are finite but meaningless.
+        (B, N) bool. Every valid slot attends to the valid slots (context and target) and to
+        nothing else, so invalid slots never influence valid ones. Optional ``ctx_seg``/``tgt_seg``
+        (B, C)/(B, N) further restrict attention to equal segment ids (packed rows). Outputs at
+        invalid target slots are finite but meaningless.
+
+        The sequence the blocks run over is compact: each row holds its valid context entries,
+        then its valid target entries, in order, then padding, plus one last slot that every
+        invalid entry is sent to (a zero vector that attends only to itself). Its width L + 1
+        comes from ``slots_valid`` (B, L) — the collator's ``pred_valid``: which slots are
+        occupied, ``L`` = the batch's largest count of valid entries, or a fixed cap — and is
+        ``C + N + 1`` without it. So a batch whose rows pad their context and target lists to
+        different widths costs the predictor no more than its largest row. The last block
+        computes only the target slots' outputs (its keys and values still come from every slot).
 
         ``per_block`` mode runs the stack once per block id ``k``, with the target slots of the
         other blocks removed from attention — the same result as running ``[context, block k]``
         alone — and returns each slot's output from its own block's pass.
         """
-        C = ctx_states.shape[1]
+        B, C = ctx_valid.shape
+        N = tgt_valid.shape[1]
+        L = C + N if slots_valid is None else slots_valid.shape[1]
         ctx = self.embed(ctx_states) + self.pos_emb(ctx_pos)  # (B, C, P)
         tok = self.mask_tokens[torch.zeros_like(tgt_block) if self.per_block else tgt_block]
-        tgt = tok + self.pos_emb(tgt_pos)  # (B, N, P)
-        x = torch.cat([ctx, tgt.to(ctx.dtype)], dim=1)  # (B, C+N, P)
+        tgt = (tok + self.pos_emb(tgt_pos)).to(ctx.dtype)  # (B, N, P)
+        # slot of every entry: valid context first, then valid targets; invalid ones -> slot L
+        n_ctx = ctx_valid.sum(1, keepdim=True)  # (B, 1)
+        c_slot = torch.where(ctx_valid, ctx_valid.long().cumsum(1) - 1, L)  # (B, C)
+        t_slot = torch.where(tgt_valid, n_ctx + tgt_valid.long().cumsum(1) - 1, L)  # (B, N)
+        if slots_valid is not None and B:  # checked on the device (a CUDA-side assert), no host sync
+            torch._assert_async((n_ctx[:, 0] + tgt_valid.sum(1)).max() <= L,
+                                "predictor: a row has more valid context + target entries than the "
+                                "batch's slots_valid (pred_valid) has slots")
+        P = ctx.shape[-1]
+        zero = ctx.new_zeros(B, L + 1, P)
+        x = zero.scatter(1, c_slot[..., None].expand(B, C, P), ctx * ctx_valid[..., None].to(ctx.dtype))
+        x = x.scatter(1, t_slot[..., None].expand(B, N, P), tgt * tgt_valid[..., None].to(tgt.dtype))
         groups = None
         if ctx_seg is not None or tgt_seg is not None:
             if ctx_seg is None or tgt_seg is None:
                 raise ValueError("ctx_seg and tgt_seg must be given together")
-            groups = torch.cat([ctx_seg, tgt_seg], dim=1)  # (B, C+N)
+            groups = ctx_seg.new_zeros(B, L + 1).scatter(1, c_slot, ctx_seg).scatter(1, t_slot, tgt_seg)
+
+        def occupied(tv: torch.Tensor) -> torch.Tensor:  # (B, L + 1) bool: keys of one pass
+            keys = torch.zeros(B, L + 1, dtype=torch.bool, device=tv.device)
+            return keys.scatter(1, c_slot, ctx_valid).scatter(1, t_slot, tv)
+
         if not self.per_block:
-            return self._run(x, torch.cat([ctx_valid, tgt_valid], dim=1), groups, C)
+            if slots_valid is not None:  # the collator's occupancy, plus the dump slot (never a key)
+                keys = torch.cat([slots_valid, slots_valid.new_zeros(B, 1)], dim=1)
+            else:
+                keys = occupied(tgt_valid)
+            return self._run(x, keys, groups, t_slot)
         out = None
         for k in range(self.num_targets):  # every block, even one without valid slots in this batch:
             in_k = tgt_block == k  # (B, N)  asking would read the data back to the host (a GPU sync)
-            y = self._run(x, torch.cat([ctx_valid, tgt_valid & in_k], dim=1), groups, C)
+            y = self._run(x, occupied(tgt_valid & in_k), groups, t_slot)
             out = y if out is None else torch.where(in_k[..., None], y, out)
         return out
 
-    def _run(self, x: torch.Tensor, valid: torch.Tensor, groups: torch.Tensor | None, C: int) -> torch.Tensor:
-        attn_mask = key_attention_mask(valid, groups)  # (B, 1, C+N, C+N)
-        for block in self.blocks:
+    def _run(self, x: torch.Tensor, keys: torch.Tensor, groups: torch.Tensor | None,
+             t_slot: torch.Tensor) -> torch.Tensor:
+        """The blocks over ``x`` (B, S, P) with key mask ``keys`` (B, S); the last block only at
+        the rows ``t_slot`` (B, N). Returns (B, N, enc_dim)."""
+        attn_mask = key_attention_mask(keys, groups)  # (B, 1, S, S)
+        for block in self.blocks[:-1]:
             x = block(x, attn_mask)
-        return self.proj(self.norm(x[:, C:]))  # (B, N, enc_dim)
+        rows_mask = attn_mask.gather(2, t_slot[:, None, :, None].expand(-1, 1, -1, attn_mask.shape[-1]))
+        y = self.blocks[-1].forward_rows(x, t_slot, rows_mask)  # (B, N, P)
+        return self.proj(self.norm(y))  # (B, N, enc_dim)
 
 
 def build_predictor(cfg: RunConfig) -> Predictor:

@@ -136,7 +136,8 @@ class HybridModel(nn.Module):
             if seg is not None:  # packed rows: a target attends to its own document's context only
                 segs = dict(ctx_seg=gather_tokens(seg, ctx_index), tgt_seg=gather_tokens(seg, tgt_index))
             pred = self.predictor(ctx_states, ctx_pos, ctx_valid, gather_tokens(pos, tgt_index),
-                                  batch["tgt_block"], tgt_valid, **segs)  # (B, N, D)
+                                  batch["tgt_block"], tgt_valid, **segs,
+                                  slots_valid=batch.get("pred_valid"))  # (B, N, D)
             losses["jepa"] = jepa_loss(pred, target, tgt_valid, kind=self.cfg.jepa.loss,
                                        over_padding=self.cfg.jepa.loss_over_padding)
             if with_stats:
