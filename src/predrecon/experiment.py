@@ -87,9 +87,10 @@ def matmul_flops_per_token(cfg: RunConfig, kind: str) -> float:
     plus the target fraction for ``mlm-matched`` with ``mlm.jepa_blocks=predict``); the predictor's
     in/out projections and blocks on its slots per input token — context fraction (once per
     target block with ``jepa.predictor_mode=per_block``) plus target fraction
-    (``num_targets * mean(target_scale)``, at most 1); in the ``separate`` path a context pass of
-    ``mean(context_scale)`` of the tokens. Ignored: embeddings, norms, softmax, the optimiser.
-    ``kind``: hybrid | mlm | mlm-flops | mlm-matched | jepa."""
+    (``num_targets * mean(target_scale)``, at most 1), its last block's keys and values on every
+    slot and the rest of that block on the target slots only (the outputs read); in the
+    ``separate`` path a context pass of ``mean(context_scale)`` of the tokens. Ignored: embeddings,
+    norms, softmax, the optimiser. ``kind``: hybrid | mlm | mlm-flops | mlm-matched | jepa."""
     m, t = cfg.model, cfg.data.seq_len
     d, hidden = m.dim, int(m.dim * m.mlp_ratio)
     block = 2 * (4 * d * d + 2 * d * hidden) + 2 * 2 * t * d  # per token, forward
@@ -107,7 +108,11 @@ def matmul_flops_per_token(cfg: RunConfig, kind: str) -> float:
         ctx_frac = max(0.0, ctx_frac - tgt_frac)
     slots = ctx_frac * (j.num_targets if j.predictor_mode == "per_block" else 1) + tgt_frac
     pd, ph = j.predictor_dim, int(j.predictor_dim * 4)
-    pred = slots * (2 * (d * pd + pd * d) + j.predictor_depth * (2 * (4 * pd * pd + 2 * pd * ph) + 2 * 2 * t * pd))
+    p_block = 2 * (4 * pd * pd + 2 * pd * ph) + 2 * 2 * t * pd
+    # the last block's outputs are read at the target slots only: keys and values for every slot,
+    # the rest (query, attention, output projection, MLP) for the targets
+    p_last = slots * 2 * 2 * pd * pd + tgt_frac * (p_block - 2 * 2 * pd * pd)
+    pred = slots * (2 * (d * pd + pd * d) + (j.predictor_depth - 1) * p_block) + p_last
     target = enc_fwd  # forward only, no backward
     if kind == "jepa":
         return 3 * (ctx_frac * enc_fwd + pred) + target
