@@ -297,6 +297,25 @@ def test_eager_attention_bf16_matches_fp32():
     assert (low.float() - ref).abs().max() > 0  # (it did run in bf16)
 
 
+def test_eager_attention_bf16_probabilities_are_the_fp32_softmax_rounded():
+    """The bf16 softmax runs in the input dtype: its probabilities are an fp32 softmax of the same
+    bf16 scores rounded to bf16 — equal for almost every entry, never more than one ulp apart."""
+    from predrecon.model.encoder import eager_attention
+
+    g = torch.Generator().manual_seed(1)
+    q, k = (torch.randn(2, 3, 40, 16, generator=g).bfloat16() for _ in range(2))
+    eye = torch.eye(40, dtype=torch.bfloat16).expand(2, 3, 40, 40)  # v = I: the output is the probabilities
+    scores = (q * 16 ** -0.5) @ k.transpose(-2, -1)
+    want = torch.softmax(scores.float(), dim=-1).bfloat16()
+    got = eager_attention(q, k, eye).float()
+    diff = (got - want.float()).abs()
+    assert bool((diff <= want.float().abs() * 2.0**-7).all())  # at most one bf16 ulp
+    assert float((diff == 0).float().mean()) > 0.99
+    # the softmax of the raw scores in bf16 arithmetic throughout would be far off
+    naive = (scores.exp() / scores.exp().sum(-1, keepdim=True)).float()
+    assert float((naive - want.float()).abs().max()) > float(diff.max())
+
+
 def test_resolve_attention_rule():
     from predrecon.model.encoder import EAGER_MAX_LEN_CPU, resolve_attention
 

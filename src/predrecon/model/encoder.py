@@ -146,8 +146,8 @@ EAGER_MAX_LEN_CPU = {torch.float32: 256, torch.bfloat16: 512, torch.float16: 512
 
 def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
                     dropout_p: float = 0.0) -> torch.Tensor:
-    """``softmax(q k^T / sqrt(hd) + mask) v`` as three plain ops: the scores (B, H, Tq, Tk) in the
-    input dtype, the softmax in fp32 (cast back to the input dtype for the value product).
+    """``softmax(q k^T / sqrt(hd) + mask) v`` as three plain ops in the input dtype (a bf16 or fp16
+    softmax accumulates in fp32 inside torch's kernel).
     ``attn_mask``: bool (True = may attend; every query row must allow one key) or additive
     float, broadcastable to the scores — the semantics of ``F.scaled_dot_product_attention``."""
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
@@ -156,7 +156,12 @@ def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask
             scores = scores.masked_fill(~attn_mask, float("-inf"))
         else:
             scores = scores + attn_mask.to(scores.dtype)
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    # softmax in the scores' dtype: torch computes a bf16/fp16 softmax in fp32 and rounds the
+    # result, so the probabilities are those of an fp32 softmax cast back (a few in 10^4 differ by
+    # one ulp), without the two (B, H, Tq, Tk) casts and the fp32 copy kept for the backward (whose
+    # gradients then differ by bf16 rounding); measured at 8 x 8 heads x 128 x 64 bf16 on 2 cores,
+    # forward + backward 13.3 -> 8.8 ms
+    probs = torch.softmax(scores, dim=-1)
     if dropout_p > 0.0:
         probs = F.dropout(probs, dropout_p)
     return probs @ v
