@@ -263,3 +263,21 @@ def test_block_forward_rows_equals_the_full_block_at_those_rows(family):
     rows_mask = mask.gather(2, rows[:, None, :, None].expand(-1, 1, -1, 7))
     got = block.forward_rows(x, rows, rows_mask)
     torch.testing.assert_close(got, torch.stack([full[b, rows[b]] for b in range(2)]))
+
+
+def test_invalid_entries_do_not_reach_even_the_invalid_outputs():
+    """Invalid context/target entries all land in one dump slot, which the invalid target slots
+    read; what those entries hold (states, segment ids) changes no output at all — so the dump's
+    value does not depend on which of the colliding writes lands last (on a GPU an unspecified
+    one). Segment ids 2 (no valid slot's) against 1 (the valid slots'): a dump that took an
+    entry's id would attend to the valid slots in the second case only."""
+    pred = make_predictor()
+    ctx, ctx_pos, ctx_valid, tgt_pos, tgt_block, tgt_valid = _ragged_inputs()
+    outs = []
+    for fill, value in ((2, 0.0), (1, 50.0)):
+        ctx_seg, tgt_seg = torch.ones(3, 8, dtype=torch.long), torch.ones(3, 6, dtype=torch.long)
+        ctx_seg[~ctx_valid], tgt_seg[~tgt_valid] = fill, fill
+        c = ctx.clone()
+        c[~ctx_valid] = value
+        outs.append(pred(c, ctx_pos, ctx_valid, tgt_pos, tgt_block, tgt_valid, ctx_seg, tgt_seg))
+    torch.testing.assert_close(outs[1], outs[0])

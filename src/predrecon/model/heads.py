@@ -153,7 +153,9 @@ class Predictor(nn.Module):
         if ctx_seg is not None or tgt_seg is not None:
             if ctx_seg is None or tgt_seg is None:
                 raise ValueError("ctx_seg and tgt_seg must be given together")
-            groups = ctx_seg.new_zeros(B, L + 1).scatter(1, c_slot, ctx_seg).scatter(1, t_slot, tgt_seg)
+            # invalid entries all write 0 into the dump slot: the same value whichever write lands last
+            groups = ctx_seg.new_zeros(B, L + 1).scatter(1, c_slot, ctx_seg * ctx_valid).scatter(
+                1, t_slot, tgt_seg * tgt_valid)
 
         def occupied(tv: torch.Tensor) -> torch.Tensor:  # (B, L + 1) bool: keys of one pass
             keys = torch.zeros(B, L + 1, dtype=torch.bool, device=tv.device)
