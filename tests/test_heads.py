@@ -281,3 +281,14 @@ def test_invalid_entries_do_not_reach_even_the_invalid_outputs():
         c[~ctx_valid] = value
         outs.append(pred(c, ctx_pos, ctx_valid, tgt_pos, tgt_block, tgt_valid, ctx_seg, tgt_seg))
     torch.testing.assert_close(outs[1], outs[0])
+
+
+def test_only_the_width_of_slots_valid_is_read():
+    """A ``pred_valid`` whose values are off (all True) but wide enough changes nothing: the
+    occupied slots follow from ``ctx_valid``/``tgt_valid``, so padding never becomes a key."""
+    pred = make_predictor()
+    args = _ragged_inputs()
+    counts = args[2].sum(1) + args[5].sum(1)
+    good = torch.arange(11)[None] < counts[:, None]
+    torch.testing.assert_close(pred(*args, slots_valid=torch.ones(3, 11, dtype=torch.bool)),
+                               pred(*args, slots_valid=good))

@@ -121,11 +121,12 @@ class Predictor(nn.Module):
         The sequence the blocks run over is compact: each row holds its valid context entries,
         then its valid target entries, in order, then padding, plus one last slot that every
         invalid entry is sent to (a zero vector that attends only to itself). Its width L + 1
-        comes from ``slots_valid`` (B, L) — the collator's ``pred_valid``: which slots are
-        occupied, ``L`` = the batch's largest count of valid entries, or a fixed cap — and is
-        ``C + N + 1`` without it. So a batch whose rows pad their context and target lists to
-        different widths costs the predictor no more than its largest row. The last block
-        computes only the target slots' outputs (its keys and values still come from every slot).
+        comes from ``slots_valid`` (B, L) — the collator's ``pred_valid``, ``L`` = the batch's
+        largest count of valid entries, or a fixed cap; only its width is read, the occupied
+        slots follow from ``ctx_valid`` and ``tgt_valid`` — and is ``C + N + 1`` without it. So
+        a batch whose rows pad their context and target lists to different widths costs the
+        predictor no more than its largest row. The last block computes only the target slots'
+        outputs (its keys and values still come from every slot).
 
         ``per_block`` mode runs the stack once per block id ``k``, with the target slots of the
         other blocks removed from attention — the same result as running ``[context, block k]``
@@ -162,11 +163,7 @@ class Predictor(nn.Module):
             return keys.scatter(1, c_slot, ctx_valid).scatter(1, t_slot, tv)
 
         if not self.per_block:
-            if slots_valid is not None:  # the collator's occupancy, plus the dump slot (never a key)
-                keys = torch.cat([slots_valid, slots_valid.new_zeros(B, 1)], dim=1)
-            else:
-                keys = occupied(tgt_valid)
-            return self._run(x, keys, groups, t_slot)
+            return self._run(x, occupied(tgt_valid), groups, t_slot)
         out = None
         for k in range(self.num_targets):  # every block, even one without valid slots in this batch:
             in_k = tgt_block == k  # (B, N)  asking would read the data back to the host (a GPU sync)
